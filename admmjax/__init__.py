@@ -1,0 +1,56 @@
+"""admmjax: systematic DNN weight pruning with ADMM, as pure functions over pytrees.
+
+The public API::
+
+    targets = admmjax.uniform_sparsity(params, 0.9)            # or sparsity_by_path
+    state = admmjax.init(params, targets)                       # Z0 = P(W0), U0 = 0
+    tx = optax.chain(admmjax.penalty(1e-3), optax.adam(1e-3))   # the W-step optimizer
+    updates, opt_state = tx.update(grads, opt_state, params, admm_state=state)
+    state, info = admmjax.update(state, params, targets)        # Z- and U-steps
+    params, masks = admmjax.prune(params, targets)              # hard prune
+    tx = admmjax.keep_pruned(optax.adam(1e-3), masks)           # masked retraining
+    print(admmjax.sparsity_report(params, targets))
+"""
+
+from admmjax._admm import ADMMInfo, ADMMState, init, penalty, penalty_value, update
+from admmjax._masking import KeepPrunedState, apply_masks, keep_pruned, prune
+from admmjax._projections import global_to_targets, project, project_global
+from admmjax._report import LeafRow, SparsityReport, sparsity_report
+from admmjax._select import keep_mask, keep_mask_top_k
+from admmjax._sparsity import (
+    Keep,
+    leaf_paths,
+    sparsity_by_path,
+    target_counts,
+    uniform_sparsity,
+)
+from admmjax._step import make_train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ADMMInfo",
+    "ADMMState",
+    "Keep",
+    "KeepPrunedState",
+    "LeafRow",
+    "SparsityReport",
+    "apply_masks",
+    "global_to_targets",
+    "init",
+    "keep_mask",
+    "keep_mask_top_k",
+    "keep_pruned",
+    "leaf_paths",
+    "make_train_step",
+    "penalty",
+    "penalty_value",
+    "project",
+    "project_global",
+    "prune",
+    "sparsity_by_path",
+    "sparsity_report",
+    "target_counts",
+    "uniform_sparsity",
+    "update",
+]

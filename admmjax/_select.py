@@ -1,0 +1,105 @@
+"""Exact selection of the ``k`` largest magnitudes without sorting.
+
+For a non-negative IEEE float, the bit pattern read as an unsigned integer is
+monotone in the value. So the ``k``-th largest ``|x|`` is found by a radix select
+over the 32 bits of ``|x|`` as ``float32``: one histogram of the high 16 bits
+finds the bucket holding the ``k``-th value, a second histogram of the low 16
+bits inside that bucket finds the exact bit pattern ``T``. Both passes are
+``O(n)`` scatter-adds into 65,536 bins. Entries above ``T`` are kept, and of the
+entries equal to ``T`` the ones with the lowest flat index are kept until exactly
+``k`` are, so ties are broken deterministically and the count is exact.
+
+``float16`` and ``bfloat16`` convert to ``float32`` exactly, so one code path
+serves them. NaN magnitudes have bit patterns above ``+inf`` and therefore rank
+as the largest entries: they are kept, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_BINS = 1 << 16
+
+
+def magnitude_keys(x: jax.Array) -> jax.Array:
+    """``uint32`` keys whose order is the order of ``|x|`` (flattened)."""
+    x = jnp.ravel(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.float32)
+    if x.dtype == jnp.float64:
+        # float64 to float32 can merge distinct magnitudes into one key; the
+        # tie-break keeps the count exact but may pick the smaller of a merged pair.
+        x = x.astype(jnp.float32)
+    mag = jnp.abs(x.astype(jnp.float32))
+    return lax.bitcast_convert_type(mag, jnp.uint32)
+
+
+def _suffix_counts(hist: jax.Array) -> jax.Array:
+    """``out[b] = sum(hist[b:])``, with a trailing 0 so ``out[b + 1]`` is defined."""
+    suffix = jnp.cumsum(hist[::-1])[::-1]
+    return jnp.concatenate([suffix, jnp.zeros((1,), suffix.dtype)])
+
+
+def kth_largest_key(keys: jax.Array, k: jax.Array | int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Radix select: the ``k``-th largest key ``T``, the count of keys ``> T`` and ``== T``.
+
+    ``k`` must be in ``[1, keys.size]`` (it may be traced). Two passes over the keys.
+    """
+    k = jnp.asarray(k, jnp.int32)
+    high = (keys >> 16).astype(jnp.int32)
+    hist_hi = jnp.zeros(_BINS, jnp.int32).at[high].add(1, mode="promise_in_bounds")
+    above_hi = _suffix_counts(hist_hi)
+    bucket = jnp.sum(above_hi[:_BINS] >= k) - 1
+    need = k - above_hi[bucket + 1]
+
+    # Entries outside the bucket go to an overflow bin that is dropped afterwards.
+    low = jnp.where(high == bucket, (keys & 0xFFFF).astype(jnp.int32), _BINS)
+    hist_lo = jnp.zeros(_BINS + 1, jnp.int32).at[low].add(1, mode="promise_in_bounds")
+    above_lo = _suffix_counts(hist_lo[:_BINS])
+    offset = jnp.sum(above_lo[:_BINS] >= need) - 1
+    threshold = (bucket.astype(jnp.uint32) << 16) | offset.astype(jnp.uint32)
+    greater = above_hi[bucket + 1] + above_lo[offset + 1]
+    return threshold, greater, hist_lo[offset]
+
+
+def keep_mask_from_keys(keys: jax.Array, k: jax.Array | int) -> jax.Array:
+    """Boolean mask (flat) of exactly ``min(k, n)`` largest keys, ties to low index."""
+    n = keys.shape[0]
+    if n == 0:
+        return jnp.zeros((0,), bool)
+    k = jnp.clip(jnp.asarray(k, jnp.int32), 0, n)
+    threshold, greater, equal = kth_largest_key(keys, jnp.maximum(k, 1))
+
+    def all_ties_kept(keys):
+        return keys >= threshold
+
+    def break_ties(keys):
+        # A prefix count over the tied entries ranks them by index; it costs a
+        # full scan, so it only runs when some tied entries must be dropped.
+        tied = keys == threshold
+        tie_rank = jnp.cumsum(tied.astype(jnp.int32))
+        return (keys > threshold) | (tied & (tie_rank <= k - greater))
+
+    keep = lax.cond(greater + equal == k, all_ties_kept, break_ties, keys)
+    return keep & (k > 0)
+
+
+def keep_mask(x: jax.Array, k: jax.Array | int) -> jax.Array:
+    """Mask with ``x``'s shape keeping exactly ``k`` largest ``|x|`` (index tie-break)."""
+    return keep_mask_from_keys(magnitude_keys(x), k).reshape(jnp.shape(x))
+
+
+def keep_mask_top_k(x: jax.Array, k: int) -> jax.Array:
+    """Reference implementation with ``lax.top_k`` (sorts; static ``k``).
+
+    ``lax.top_k`` returns equal values lowest index first, so it picks the same
+    entries as :func:`keep_mask`. Used by the tests and benchmarks only.
+    """
+    flat = jnp.ravel(x)
+    mask = jnp.zeros(flat.shape, bool)
+    if k <= 0:
+        return mask.reshape(jnp.shape(x))
+    _, idx = lax.top_k(jnp.abs(flat.astype(jnp.float32)), k)
+    return mask.at[idx].set(True).reshape(jnp.shape(x))

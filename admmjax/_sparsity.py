@@ -1,0 +1,236 @@
+"""Sparsity targets: which leaves to prune and by how much.
+
+A *target* is a pytree with the structure of the params. Each leaf is one of
+
+* a float ``s`` in ``[0, 1)``: prune a fraction ``s`` of the leaf, i.e. keep exactly
+  ``k = n - floor(s * n)`` entries of an ``n``-entry leaf;
+* :class:`Keep` ``(k)``: keep exactly ``k`` entries (the paper's budget ``l_i``);
+* ``None``: leave the leaf dense (biases, norms, embeddings you do not want pruned).
+
+The same pytree may be written by hand, built by :func:`uniform_sparsity` or
+:func:`sparsity_by_path`, and is accepted everywhere a target is.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+Include = Callable[[str, Any], bool] | str | Iterable[str] | None
+
+
+@jax.tree_util.register_pytree_node_class
+class Keep:
+    """Target leaf that keeps exactly ``n`` entries of largest magnitude.
+
+    ``Keep(6_050)`` on a leaf of 400,000 entries keeps 6,050 of them. It is a
+    pytree node whose single child is ``n``, so targets holding it can be passed
+    through ``jax.jit`` (``n`` then becomes a traced integer).
+    """
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int | jax.Array):
+        if not isinstance(n, jax.core.Tracer):
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral | np.integer):
+                if not (
+                    isinstance(n, np.ndarray | jax.Array) and jnp.issubdtype(n.dtype, jnp.integer)
+                ):
+                    raise TypeError(f"Keep(n) needs an integer count, got {n!r}")
+            if int(n) < 0:
+                raise ValueError(f"Keep(n) needs n >= 0, got {int(n)}")
+        self.n = n
+
+    def tree_flatten(self):
+        return (self.n,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        obj.n = children[0]
+        return obj
+
+    def __repr__(self) -> str:
+        return f"Keep({self.n!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Keep) and self.n == other.n
+
+    def __hash__(self) -> int:
+        return hash(("Keep", int(self.n)))
+
+
+def path_str(path: tuple) -> str:
+    """``'fc1/kernel'`` for a key path; a trailing NNX ``.value`` is dropped."""
+    if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+        path = path[:-1]
+    return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+def leaf_paths(tree: PyTree) -> list[str]:
+    """Path strings of every leaf of ``tree``, in flattening order."""
+    return [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+class LeafTarget(NamedTuple):
+    """One params leaf with its resolved target (internal)."""
+
+    path: str
+    leaf: Any
+    spec: Any  # None, a float in [0, 1), or Keep
+
+
+def _is_target_leaf(x: Any) -> bool:
+    return x is None or isinstance(x, Keep)
+
+
+def _check_spec(path: str, spec: Any, size: int) -> Any:
+    """Validates one target leaf against its params leaf; returns it normalised."""
+    if spec is None:
+        return None
+    if isinstance(spec, Keep):
+        if not isinstance(spec.n, jax.core.Tracer) and int(spec.n) > size:
+            raise ValueError(
+                f"target for '{path}': Keep({int(spec.n)}) exceeds the leaf's {size} entries"
+            )
+        return spec
+    if isinstance(spec, jax.core.Tracer):
+        return spec
+    if isinstance(spec, bool) or isinstance(spec, np.bool_):
+        raise TypeError(f"target for '{path}' is a bool ({spec}); expected a float in [0, 1)")
+    if isinstance(spec, np.ndarray | jax.Array) and spec.ndim == 0:
+        spec = spec.item()
+    if not isinstance(spec, numbers.Real):
+        raise TypeError(
+            f"target for '{path}' is {spec!r} of type {type(spec).__name__}; "
+            "expected a float sparsity in [0, 1), Keep(n) or None"
+        )
+    spec = float(spec)
+    if not math.isfinite(spec):
+        raise ValueError(f"target for '{path}' is {spec}; expected a finite float in [0, 1)")
+    if not 0.0 <= spec < 1.0:
+        raise ValueError(
+            f"target for '{path}' is {spec}; expected a sparsity in [0, 1) "
+            "(the fraction of entries to prune; use Keep(n) for an exact count)"
+        )
+    return spec
+
+
+def resolve_targets(params: PyTree, targets: PyTree) -> tuple[Any, list[LeafTarget]]:
+    """Aligns ``targets`` with the leaves of ``params`` and validates every leaf.
+
+    Returns the params treedef and one :class:`LeafTarget` per params leaf.
+    Raises ``ValueError`` naming the offending path on a structure mismatch,
+    an out-of-range or non-finite sparsity, or a ``Keep`` larger than its leaf.
+    """
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    try:
+        specs = treedef.flatten_up_to(targets)
+    except (ValueError, TypeError) as err:
+        got = sorted(
+            path_str(p)
+            for p, _ in jax.tree_util.tree_flatten_with_path(targets, is_leaf=_is_target_leaf)[0]
+        )
+        want = [path_str(p) for p, _ in flat]
+        missing = [p for p in want if p not in got]
+        extra = [p for p in got if p not in want]
+        raise ValueError(
+            "targets do not have the structure of the params: "
+            f"missing paths {missing[:8]}, unexpected paths {extra[:8]} "
+            "(build targets with admmjax.uniform_sparsity or admmjax.sparsity_by_path, "
+            f"or give a leaf per params leaf, None for dense). Details: {err}"
+        ) from None
+    out = []
+    for (path, leaf), spec in zip(flat, specs, strict=True):
+        p = path_str(path)
+        if not _is_target_leaf(spec) and isinstance(spec, Mapping | list | tuple):
+            raise ValueError(f"target for '{p}' is a container {spec!r}; expected a leaf")
+        out.append(LeafTarget(p, leaf, _check_spec(p, spec, int(np.prod(jnp.shape(leaf))))))
+    return treedef, out
+
+
+def keep_count(spec: Any, size: int) -> int | jax.Array:
+    """Entries kept by ``spec`` in a leaf of ``size`` entries: ``n - floor(s * n)``.
+
+    Concrete targets are computed exactly in Python; traced sparsities in float32,
+    which can be off by one for leaves over ~16M entries (use ``Keep`` there).
+    """
+    if spec is None:
+        return size
+    if isinstance(spec, Keep):
+        n = spec.n
+        return n if isinstance(n, jax.core.Tracer) else int(n)
+    if isinstance(spec, jax.core.Tracer):
+        return size - jnp.floor(spec * size).astype(jnp.int32)
+    return size - math.floor(spec * size)
+
+
+def target_counts(params: PyTree, targets: PyTree) -> PyTree:
+    """The exact number of entries each target keeps; ``None`` for dense leaves."""
+    treedef, leaves = resolve_targets(params, targets)
+    counts = [
+        None if t.spec is None else keep_count(t.spec, int(np.prod(jnp.shape(t.leaf))))
+        for t in leaves
+    ]
+    return treedef.unflatten(counts)
+
+
+def _include_fn(include: Include) -> Callable[[str, Any], bool]:
+    if include is None:
+        return lambda path, leaf: jnp.ndim(leaf) >= 2
+    if callable(include):
+        return include
+    patterns = [include] if isinstance(include, str) else list(include)
+    return lambda path, leaf: any(fnmatch.fnmatchcase(path, pat) for pat in patterns)
+
+
+def uniform_sparsity(params: PyTree, sparsity: float | Keep, include: Include = None) -> PyTree:
+    """The same sparsity on every selected leaf, ``None`` (dense) elsewhere.
+
+    Args:
+      params: the parameter pytree (NNX ``State``, Linen dict, nested dicts...).
+      sparsity: fraction in ``[0, 1)`` to prune from each selected leaf.
+      include: which leaves to prune. ``None`` (default) selects leaves with
+        ``ndim >= 2`` (kernels; biases stay dense); a callable
+        ``(path, leaf) -> bool``; or glob pattern(s) over paths like ``'fc1/kernel'``.
+    """
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    select = _include_fn(include)
+    specs = [sparsity if select(path_str(p), leaf) else None for p, leaf in flat]
+    targets = treedef.unflatten(specs)
+    resolve_targets(params, targets)  # validates the value once per leaf
+    return targets
+
+
+def sparsity_by_path(
+    params: PyTree, patterns: Mapping[str, float | Keep | None], default: Any = None
+) -> PyTree:
+    """Targets from glob patterns over leaf paths, e.g. ``{'conv*/kernel': 0.8}``.
+
+    Paths are ``'/'``-joined keys such as ``'Dense_0/kernel'`` (NNX's trailing
+    ``value`` is dropped). ``*`` matches any characters, ``/`` included. The first
+    matching pattern (in dict order) wins; unmatched leaves get ``default``.
+    A pattern that matches no leaf is an error naming it.
+    """
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    paths = [path_str(p) for p, _ in flat]
+    unused = [pat for pat in patterns if not any(fnmatch.fnmatchcase(p, pat) for p in paths)]
+    if unused:
+        raise ValueError(
+            f"sparsity pattern(s) {unused} match no parameter path; available paths: {paths}"
+        )
+    specs = []
+    for p in paths:
+        match = next((pat for pat in patterns if fnmatch.fnmatchcase(p, pat)), None)
+        specs.append(default if match is None else patterns[match])
+    targets = treedef.unflatten(specs)
+    resolve_targets(params, targets)
+    return targets
