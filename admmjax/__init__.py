@@ -22,6 +22,7 @@ from admmjax._sparsity import (
     leaf_paths,
     sparsity_by_path,
     target_counts,
+    targeted_leaves,
     uniform_sparsity,
 )
 from admmjax._step import make_train_step
@@ -51,6 +52,7 @@ __all__ = [
     "sparsity_by_path",
     "sparsity_report",
     "target_counts",
+    "targeted_leaves",
     "uniform_sparsity",
     "update",
 ]

@@ -20,11 +20,13 @@ Steps 2-3 are :func:`update`. Convention: the penalty is
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from admmjax._projections import _apply, leaf_masks
@@ -128,7 +130,12 @@ def update(
 
 def _rho_leaves(rho: Rho, treedef: Any, count: jax.Array) -> list:
     """One rho per params leaf: scalar, schedule of the ADMM count, or per-leaf tree."""
-    if callable(rho) or (jnp.ndim(rho) == 0 and not isinstance(rho, dict | list | tuple)):
+    # Scalars are numbers or 0-d arrays; anything else is a per-leaf pytree (calling
+    # jnp.ndim on a dict or an NNX State is deprecated in JAX and will raise).
+    scalar = isinstance(rho, numbers.Real | np.ndarray | np.generic | jax.Array) and (
+        jnp.ndim(rho) == 0
+    )
+    if callable(rho) or scalar:
         leaves = [rho] * treedef.num_leaves
     else:
         try:
@@ -138,7 +145,20 @@ def _rho_leaves(rho: Rho, treedef: Any, count: jax.Array) -> list:
                 "rho must be a scalar, a schedule (callable of the ADMM iteration count) "
                 f"or a pytree with the params' structure; got {rho!r}: {err}"
             ) from None
-    return [r(count) if callable(r) else r for r in leaves]
+    return [_rho_value(r, count) for r in leaves]
+
+
+def _rho_value(r: Any, count: jax.Array) -> Any:
+    """A rho leaf at ``count``; unwraps single-leaf nodes such as NNX ``Variable``s.
+
+    ``nnx.Optimizer`` hands the transform pure arrays, so a rho tree built from
+    ``nnx.state(model)`` arrives as ``Param(0.1)`` boxes, which are callable.
+    """
+    if r is not None and not isinstance(r, numbers.Real | np.ndarray | np.generic | jax.Array):
+        inner = jax.tree_util.tree_leaves(r)
+        if len(inner) == 1:
+            r = inner[0]
+    return r(count) if callable(r) else r
 
 
 def _require_state(params: PyTree, admm_state: ADMMState | None) -> None:

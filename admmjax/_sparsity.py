@@ -183,6 +183,12 @@ def target_counts(params: PyTree, targets: PyTree) -> PyTree:
     return treedef.unflatten(counts)
 
 
+def targeted_leaves(params: PyTree, targets: PyTree) -> dict[str, Any]:
+    """``{path: leaf}`` for the leaves of ``params`` that ``targets`` prunes, in order."""
+    _, leaves = resolve_targets(params, targets)
+    return {t.path: t.leaf for t in leaves if t.spec is not None}
+
+
 def _include_fn(include: Include) -> Callable[[str, Any], bool]:
     if include is None:
         return lambda path, leaf: jnp.ndim(leaf) >= 2

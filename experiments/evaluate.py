@@ -1,0 +1,72 @@
+"""Re-load a run's pruned params and evaluate them on the whole test split.
+
+    python -m experiments.evaluate WORKDIR [--data-dir DIR] [--params dense|pruned]
+
+Prints one JSON object: ``test_accuracy`` (fraction), ``compression`` and ``layers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+import admmjax
+from admmjax.checkpoint import load_pytree
+from experiments import train
+
+
+def load_run(workdir: str, data_dir: str | None = None) -> train.Config:
+    """The ``Config`` a workdir was made with (from its ``config.json``)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise SystemExit(
+            f"error: {workdir} has no config.json; is it an experiments.mnist workdir?"
+        )
+    with open(path) as f:
+        values = json.load(f)
+    known = {f.name for f in dataclasses.fields(train.Config)}
+    cfg = train.Config(**{k: v for k, v in values.items() if k in known})
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    return cfg
+
+
+def evaluate_workdir(
+    workdir: str, data_dir: str | None = None, which: str = "pruned"
+) -> dict[str, Any]:
+    cfg = load_run(workdir, data_dir)
+    pipe = train.Pipeline(cfg, workdir, log=lambda _: None)
+    params_dir = os.path.join(workdir, which)
+    if not os.path.isdir(params_dir):
+        raise SystemExit(f"error: {params_dir} does not exist; has the run finished?")
+    params = load_pytree(params_dir, pipe.init_params)
+    report = admmjax.sparsity_report(params, pipe.targets)
+    return {
+        "workdir": os.path.abspath(workdir),
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "params": which,
+        "test_accuracy": pipe.evaluate(params),
+        "test_examples": len(pipe.test_x),
+        "compression": report.compression,
+        "layers": report.to_dict()["layers"],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__)
+    p.add_argument("workdir", help="a workdir written by experiments.mnist")
+    p.add_argument("--data-dir", help="TFDS data dir (default: the run's, or $TFDS_DATA_DIR)")
+    p.add_argument("--params", choices=("pruned", "dense"), default="pruned")
+    args = p.parse_args(argv)
+    out = evaluate_workdir(args.workdir, args.data_dir, args.params)
+    print(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,78 @@
+"""Figures of a run: weight histograms (paper Fig. 1), residuals and loss (Fig. 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on training hosts
+import matplotlib.pyplot as plt
+import numpy as np
+
+_STAGE_TITLES = {
+    "pretrained": "pretrained",
+    "admm": "after ADMM",
+    "retrained": "after retraining",
+}
+
+
+def histograms(hists: dict[str, dict[str, Any]], path: str) -> None:
+    """One row per pruned layer, one column per stage; zeros are counted in the title."""
+    stages = [s for s in _STAGE_TITLES if s in hists]
+    layers = list(hists[stages[0]]) if stages else []
+    if not layers:
+        return
+    fig, axes = plt.subplots(
+        len(layers), len(stages), figsize=(3.6 * len(stages), 2.4 * len(layers)), squeeze=False
+    )
+    for j, stage in enumerate(stages):
+        for i, layer in enumerate(layers):
+            h = hists[stage][layer]
+            ax = axes[i][j]
+            edges = np.asarray(h["edges"])
+            counts = np.asarray(h["counts"])
+            if counts.sum():
+                ax.stairs(counts, edges, fill=True, alpha=0.8)
+            nonzero = h["size"] - h["zeros"]
+            ax.set_title(
+                f"{layer}: {_STAGE_TITLES[stage]}\n{nonzero:,} nonzero of {h['size']:,}",
+                fontsize=8,
+            )
+            ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def residuals_and_loss(meta: dict[str, Any], path: str) -> None:
+    """Primal and dual residual per layer over ADMM iterations; loss over the whole run."""
+    admm = meta.get("admm", [])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    if admm:
+        its = [r["iteration"] for r in admm]
+        for layer in admm[0]["primal"]:
+            axes[0].semilogy(its, [max(r["primal"][layer], 1e-12) for r in admm], label=layer)
+            axes[1].semilogy(its, [max(r["dual"][layer], 1e-12) for r in admm], label=layer)
+    axes[0].set_title("primal residual ||W - Z|| per layer")
+    axes[1].set_title("dual residual ||Z_k+1 - Z_k|| per layer")
+    for ax in axes[:2]:
+        ax.set_xlabel("ADMM iteration")
+        if admm:
+            ax.legend(fontsize=7)
+    # Loss against the run's global step: stages are laid end to end.
+    offset = 0
+    for stage in ("pretrain", "admm", "retrain"):
+        pts = [(s, v) for st, s, v in meta.get("loss", []) if st == stage]
+        if not pts:
+            continue
+        xs = [offset + s for s, _ in pts]
+        axes[2].plot(xs, [v for _, v in pts], label=stage)
+        offset += pts[-1][0]
+    axes[2].set_yscale("log")
+    axes[2].set_title("training loss (cross-entropy) over the run")
+    axes[2].set_xlabel("step")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,566 @@
+"""The one training pipeline: pretrain -> ADMM -> hard prune -> retrain -> evaluate.
+
+A run is a resumable state machine over stages. Every stage runs the same loop
+(:func:`run_stage`) with the same jitted step (:func:`admmjax.make_train_step`);
+the stages differ only in their optax transform:
+
+* ``pretrain``: ``add_decayed_weights -> adam`` (L2 coupled into the gradient, as
+  the official TF recipe's weight decay);
+* ``admm``: ``admmjax.penalty(rho) -> add_decayed_weights -> adam``, with the Z/U
+  update (:func:`admmjax.update`) every ``admm_epochs`` epochs;
+* ``retrain``: ``admmjax.keep_pruned(adam, masks)`` after the hard prune.
+
+Everything the loop needs to continue is checkpointed with orbax through
+:mod:`admmjax.checkpoint`: params, optimizer state, ADMM state (W, Z, U), the stage,
+the step in the stage, and the history. The data order of every epoch and the
+dropout key of every step are functions of ``(seed, stage, step)``, so a run killed
+at any point and restarted with the same command continues exactly where the last
+checkpoint left it and ends with the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import admmjax
+from admmjax.checkpoint import Checkpointer, save_pytree
+from experiments import data as data_lib
+from experiments import models as models_lib
+
+STAGES = ("pretrain", "admm", "retrain", "done")
+
+
+@dataclasses.dataclass
+class Config:
+    """Every knob of a run. Epoch budgets may be fractional; ``*_steps`` override them."""
+
+    model: str = "lenet300_100"
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    seed: int = 0
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    train_subset: int = 0  # use only the first N training images (0: all); for quick runs
+    dropout: float = 0.0
+    weight_decay: float = 5e-5
+    # Pretraining (skipped when `pretrained` names a dense params checkpoint or workdir).
+    pretrained: str | None = None
+    pretrain_epochs: float = 10.0
+    pretrain_steps: int = 0
+    pretrain_lr: float = 1e-3
+    pretrain_schedule: str = "cosine"  # "constant" or "cosine" (decay to 0 over the stage)
+    # ADMM: `sparsity` maps path patterns (e.g. "fc1/kernel") to the fraction pruned.
+    sparsity: dict[str, float] = dataclasses.field(default_factory=dict)
+    admm_iterations: int = 10
+    admm_epochs: float = 1.0  # W-step epochs per ADMM iteration
+    admm_steps: int = 0  # W-step steps per ADMM iteration (overrides admm_epochs)
+    admm_lr: float = 1e-3
+    admm_schedule: str = "constant"  # "constant" or "cosine" (reset + decay per iteration)
+    rho: float = 1e-3
+    rho_growth: float = 1.0  # rho_k = rho * rho_growth ** k after k Z/U updates
+    eps: float = 1e-3  # residual tolerance of the convergence test (reported only)
+    # Masked retraining.
+    retrain_epochs: float = 10.0
+    retrain_steps: int = 0
+    retrain_lr: float = 1e-3
+    retrain_schedule: str = "cosine"
+    # Bookkeeping.
+    checkpoint_every: int = 0  # steps between checkpoints (0: once per epoch)
+    log_every: int = 50  # steps per loss point in the history
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Rejects bad values before any work starts, naming the value and the rule."""
+        if self.model not in models_lib.MODELS:
+            raise ValueError(
+                f"unknown model {self.model!r}; choose from {sorted(models_lib.MODELS)}"
+            )
+        positive = {"batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        non_negative = {
+            "pretrain_epochs": self.pretrain_epochs,
+            "pretrain_steps": self.pretrain_steps,
+            "admm_iterations": self.admm_iterations,
+            "admm_epochs": self.admm_epochs,
+            "admm_steps": self.admm_steps,
+            "retrain_epochs": self.retrain_epochs,
+            "retrain_steps": self.retrain_steps,
+            "train_subset": self.train_subset,
+            "checkpoint_every": self.checkpoint_every,
+            "weight_decay": self.weight_decay,
+            "rho": self.rho,
+        }
+        for name, value in non_negative.items():
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        for name in ("pretrain_lr", "admm_lr", "retrain_lr", "rho_growth", "log_every"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        for name in ("pretrain_schedule", "admm_schedule", "retrain_schedule"):
+            if getattr(self, name) not in ("constant", "cosine"):
+                raise ValueError(
+                    f"{name} must be 'constant' or 'cosine', got {getattr(self, name)!r}"
+                )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.sparsity:
+            raise ValueError("sparsity is empty: give at least one 'path-pattern': fraction")
+        for pattern, value in self.sparsity.items():
+            if not (isinstance(value, int | float) and 0.0 <= value < 1.0):
+                raise ValueError(
+                    f"sparsity for {pattern!r} is {value!r}; expected a fraction in [0, 1)"
+                )
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def lr_schedule(lr: float, kind: str, period: int) -> optax.Schedule:
+    """Constant, or cosine decay to 0 restarting every ``period`` optimizer steps."""
+    if kind == "constant" or period <= 0:
+        return optax.constant_schedule(lr)
+    cosine = optax.cosine_decay_schedule(lr, period)
+    return lambda count: cosine(count % period)
+
+
+def adam_with_l2(lr: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
+    # L2 enters the gradient before Adam, as weight decay did in the official recipe.
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr))
+
+
+def rho_schedule(cfg: Config) -> Callable[[jax.Array], jax.Array]:
+    return lambda count: cfg.rho * cfg.rho_growth ** count.astype(jnp.float32)
+
+
+class Pipeline:
+    """Data, model and jitted functions of one run; :meth:`run` drives the stages."""
+
+    def __init__(self, cfg: Config, workdir: str, log: Callable[[str], None] = print):
+        cfg.validate()
+        self.cfg = cfg
+        self.workdir = os.path.abspath(workdir)
+        self.log = log
+        self.train_x, self.train_y = data_lib.load_split(cfg.dataset, "train", cfg.data_dir)
+        if cfg.train_subset:
+            self.train_x = self.train_x[: cfg.train_subset]
+            self.train_y = self.train_y[: cfg.train_subset]
+        self.test_x, self.test_y = data_lib.load_split(cfg.dataset, "test", cfg.data_dir)
+        self.steps_per_epoch = data_lib.steps_per_epoch(len(self.train_x), cfg.batch_size)
+        kwargs = {"dropout": cfg.dropout} if cfg.dropout else {}
+        model = models_lib.create_model(cfg.model, seed=cfg.seed, **kwargs)
+        _, self.init_params, self.apply_fn = models_lib.functional(model)
+        self.targets = admmjax.sparsity_by_path(self.init_params, cfg.sparsity)
+        self.key = jax.random.key(cfg.seed)
+
+        apply_fn = self.apply_fn
+
+        def loss_fn(params, x, y, rng):
+            logits = apply_fn(params, data_lib.to_float(x), True, rng)
+            return cross_entropy(logits, y)
+
+        self.loss_fn = loss_fn
+
+        @jax.jit
+        def correct(params, x, y, valid):
+            logits = apply_fn(params, data_lib.to_float(x), False, None)
+            return jnp.sum(valid & (jnp.argmax(logits, -1) == y))
+
+        self._correct = correct
+        self._admm_update = jax.jit(
+            lambda state, params: admmjax.update(state, params, self.targets, eps=cfg.eps)
+        )
+
+    # ---- budgets
+
+    def stage_steps(self, stage: str) -> int:
+        c = self.cfg
+        if stage == "pretrain":
+            return c.pretrain_steps or round(c.pretrain_epochs * self.steps_per_epoch)
+        if stage == "admm":
+            return c.admm_iterations * self.admm_period()
+        if stage == "retrain":
+            return c.retrain_steps or round(c.retrain_epochs * self.steps_per_epoch)
+        return 0
+
+    def admm_period(self) -> int:
+        c = self.cfg
+        return max(1, c.admm_steps or round(c.admm_epochs * self.steps_per_epoch))
+
+    # ---- transforms per stage
+
+    def transform(self, stage: str, masks: Any = None) -> optax.GradientTransformation:
+        c = self.cfg
+        n = self.stage_steps(stage)
+        if stage == "pretrain":
+            return adam_with_l2(lr_schedule(c.pretrain_lr, c.pretrain_schedule, n), c.weight_decay)
+        if stage == "admm":
+            lr = lr_schedule(c.admm_lr, c.admm_schedule, self.admm_period())
+            return optax.chain(admmjax.penalty(rho_schedule(c)), adam_with_l2(lr, c.weight_decay))
+        if stage == "retrain":
+            lr = lr_schedule(c.retrain_lr, c.retrain_schedule, n)
+            return admmjax.keep_pruned(optax.adam(lr), masks)
+        raise ValueError(f"no transform for stage {stage!r}")
+
+    # ---- evaluation
+
+    def evaluate(self, params: Any) -> float:
+        """Top-1 accuracy on the whole test split, as a fraction."""
+        total = 0
+        batches = data_lib.iterate_eval(self.test_x, self.test_y, self.cfg.eval_batch_size)
+        for x, y, valid in batches:
+            total += int(self._correct(params, x, y, valid))
+        return total / len(self.test_x)
+
+    # ---- the one loop
+
+    def batches(self, stage: str, start: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(step, x, y)`` from step ``start`` on; the order depends on (seed, stage, epoch)."""
+        spe = self.steps_per_epoch
+        epoch, offset = divmod(start, spe)
+        stage_seed = self.cfg.seed * 1000 + STAGES.index(stage)
+        step = start
+        while True:
+            for x, y in data_lib.iterate_batches(
+                self.train_x, self.train_y, self.cfg.batch_size,
+                seed=stage_seed, epoch=epoch, start_step=offset,
+            ):  # fmt: skip
+                yield step, x, y
+                step += 1
+            epoch, offset = epoch + 1, 0
+
+
+def histogram(params: Any, targets: Any, bins: int = 80) -> dict[str, Any]:
+    """Per targeted leaf: histogram of the nonzero weights and the count of zeros."""
+    out = {}
+    for path, leaf in admmjax.targeted_leaves(params, targets).items():
+        w = np.asarray(leaf, np.float32).ravel()
+        nz = w[w != 0]
+        counts, edges = (
+            np.histogram(nz, bins=bins) if nz.size else (np.zeros(bins), np.zeros(bins + 1))
+        )
+        out[path] = {
+            "counts": counts.astype(int).tolist(),
+            "edges": edges.tolist(),
+            "zeros": int(w.size - nz.size),
+            "size": int(w.size),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _fresh_meta(cfg: Config) -> dict[str, Any]:
+    return {
+        "stage": "pretrain",
+        "step": 0,  # step within the stage
+        "saves": 0,
+        "config": dataclasses.asdict(cfg),
+        "accuracy": {},
+        "stage_seconds": {},
+        "loss": [],  # [stage, step in stage, mean loss over the last log_every steps]
+        "admm": [],  # one entry per Z/U update: residuals, rho, accuracy
+        "histograms": {},
+    }
+
+
+# Config fields that may change between a run and its resumption (budgets stay fixed:
+# a different budget would silently change the result of the run).
+_RESUMABLE_CHANGES = {"progress", "data_dir", "checkpoint_every", "eval_batch_size"}
+
+
+def check_same_run(saved: dict[str, Any], cfg: Config, workdir: str) -> None:
+    """A workdir holds one run: refuse to resume it with another model or recipe."""
+    now = dataclasses.asdict(cfg)
+    diff = {
+        k: (saved.get(k), v)
+        for k, v in now.items()
+        if k not in _RESUMABLE_CHANGES and saved.get(k) != v
+    }
+    if diff:
+        lines = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
+        raise ValueError(
+            f"workdir {workdir} holds a checkpoint of a different run ({lines}); "
+            "use another --workdir or the original options"
+        )
+
+
+def load_dense_params(path: str, like: Any) -> Any:
+    """Dense params from a workdir (its ``dense/``) or a params checkpoint directory."""
+    candidate = os.path.join(path, "dense")
+    path = candidate if os.path.isdir(candidate) else path
+    return admmjax.checkpoint.load_pytree(path, like)
+
+
+def run(cfg: Config, workdir: str, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Runs (or resumes) the whole pipeline in ``workdir``; returns the summary dict."""
+    cfg.validate()
+    workdir = os.path.abspath(workdir)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    resuming = os.path.isdir(ckpt_dir) and Checkpointer(ckpt_dir).latest_step() is not None
+    if resuming:  # refuse a foreign workdir before loading any data
+        check_same_run(Checkpointer(ckpt_dir).metadata()["config"], cfg, workdir)
+    pipe = Pipeline(cfg, workdir, log=log)
+    os.makedirs(workdir, exist_ok=True)
+    ckpt = Checkpointer(ckpt_dir, max_to_keep=2)
+    params = pipe.init_params
+    opt_state = admm_state = None
+    if resuming:
+        meta = ckpt.metadata()
+        like = _template(pipe, meta["stage"])
+        tree, meta = ckpt.restore(like)
+        params, opt_state, admm_state = tree["params"], tree["opt_state"], tree["admm"]
+        log(f"resumed {meta['stage']} at step {meta['step']} from {ckpt.directory}")
+    else:
+        meta = _fresh_meta(cfg)
+        with open(os.path.join(pipe.workdir, "config.json"), "w") as f:
+            json.dump(meta["config"], f, indent=2)
+        if cfg.pretrained:
+            params = load_dense_params(cfg.pretrained, params)
+            meta["pretrained_from"] = os.path.abspath(cfg.pretrained)
+            meta = _finish_pretrain(pipe, params, meta)
+            opt_state, admm_state = _begin_admm(pipe, params)
+        else:
+            opt_state = pipe.transform("pretrain").init(params)
+
+    clock = [time.perf_counter()]
+
+    def save(stage_state: dict[str, Any], meta: dict[str, Any], stage: str) -> None:
+        # Wall-clock is booked to the stage at every save, so a resumed run keeps the
+        # time spent before the kill (up to its last checkpoint).
+        now = time.perf_counter()
+        meta["stage_seconds"][stage] = meta["stage_seconds"].get(stage, 0.0) + now - clock[0]
+        clock[0] = now
+        meta["saves"] += 1
+        ckpt.save(meta["saves"], stage_state, meta)
+
+    while meta["stage"] != "done":
+        stage = meta["stage"]
+        params, opt_state, admm_state, meta = run_stage(
+            pipe, stage, params, opt_state, admm_state, meta, save
+        )
+        if stage == "pretrain":
+            meta = _finish_pretrain(pipe, params, meta)
+            opt_state, admm_state = _begin_admm(pipe, params)
+        elif stage == "admm":
+            meta["histograms"]["admm"] = histogram(params, pipe.targets)
+            params, masks = admmjax.prune(params, pipe.targets)
+            meta["accuracy"]["hard_prune"] = pipe.evaluate(params)
+            log(f"hard prune: test accuracy {meta['accuracy']['hard_prune']:.4f}")
+            meta.update(stage="retrain", step=0)
+            opt_state, admm_state = pipe.transform("retrain", masks).init(params), None
+        elif stage == "retrain":
+            meta["accuracy"]["pruned"] = pipe.evaluate(params)
+            meta["histograms"]["retrained"] = histogram(params, pipe.targets)
+            log(f"retrained: test accuracy {meta['accuracy']['pruned']:.4f}")
+            save_pytree(os.path.join(pipe.workdir, "pruned"), params)
+            meta.update(stage="done", step=0)
+        save({"params": params, "opt_state": opt_state, "admm": admm_state}, meta, stage)
+    ckpt.close()
+    summary = write_outputs(pipe, params, meta)
+    return summary
+
+
+def _finish_pretrain(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    meta["accuracy"]["dense"] = pipe.evaluate(params)
+    meta["histograms"]["pretrained"] = histogram(params, pipe.targets)
+    pipe.log(f"dense model: test accuracy {meta['accuracy']['dense']:.4f}")
+    save_pytree(os.path.join(pipe.workdir, "dense"), params)
+    meta.update(stage="admm", step=0)
+    return meta
+
+
+def _begin_admm(pipe: Pipeline, params: Any) -> tuple[Any, admmjax.ADMMState]:
+    return pipe.transform("admm").init(params), admmjax.init(params, pipe.targets)
+
+
+def _template(pipe: Pipeline, stage: str) -> dict[str, Any]:
+    """A tree with the structure, shapes and dtypes a checkpoint of ``stage`` holds."""
+    params = pipe.init_params
+    admm_state = None
+    if stage in ("pretrain",):
+        opt_state = pipe.transform("pretrain").init(params)
+    elif stage == "admm":
+        opt_state, admm_state = _begin_admm(pipe, params)
+    else:
+        _, masks = admmjax.prune(params, pipe.targets)
+        opt_state = pipe.transform("retrain", masks).init(params)
+    return {"params": params, "opt_state": opt_state, "admm": admm_state}
+
+
+def run_stage(
+    pipe: Pipeline,
+    stage: str,
+    params: Any,
+    opt_state: Any,
+    admm_state: Any,
+    meta: dict[str, Any],
+    save: Callable[[dict[str, Any], dict[str, Any], str], None],
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """The training loop shared by every stage, from ``meta['step']`` to the stage's end."""
+    cfg = pipe.cfg
+    total = pipe.stage_steps(stage)
+    masks = opt_state.masks if stage == "retrain" else None
+    step_fn = admmjax.make_train_step(pipe.loss_fn, pipe.transform(stage, masks), donate=False)
+    ckpt_every = cfg.checkpoint_every or pipe.steps_per_epoch
+    period = pipe.admm_period()
+    stage_key = jax.random.fold_in(pipe.key, STAGES.index(stage))
+    start = meta["step"]
+    loss_sum, loss_count = jnp.zeros(()), 0
+    bar = _progress(cfg, stage, start, total)
+    for step, x, y in pipe.batches(stage, start):
+        if step >= total:
+            break
+        rng = jax.random.fold_in(stage_key, step)
+        params, opt_state, loss = step_fn(params, opt_state, x, y, rng, admm_state=admm_state)
+        loss_sum, loss_count = loss_sum + loss, loss_count + 1
+        done = step + 1
+        if done % cfg.log_every == 0 or done == total:
+            mean = float(loss_sum) / loss_count
+            if not math.isfinite(mean):
+                raise FloatingPointError(
+                    f"{stage} loss is {mean} at step {done}: lower the learning rate or rho"
+                )
+            meta["loss"].append([stage, done, mean])
+            loss_sum, loss_count = jnp.zeros(()), 0
+            bar.set_postfix(loss=f"{mean:.4f}")
+        bar.update(1)
+        if stage == "admm" and done % period == 0:
+            admm_state, info = pipe._admm_update(admm_state, params)
+            meta["admm"].append(_admm_record(pipe, params, admm_state, info, done // period))
+            rec = meta["admm"][-1]
+            pipe.log(
+                f"ADMM iteration {rec['iteration']}/{cfg.admm_iterations}: primal "
+                f"{rec['primal_total']:.4g} dual {rec['dual_total']:.4g} "
+                f"acc(W) {rec['accuracy']:.4f}"
+            )
+        if done % pipe.steps_per_epoch == 0 and stage != "admm":
+            pipe.log(
+                f"{stage} epoch {done // pipe.steps_per_epoch}: loss {meta['loss'][-1][2]:.4f}"
+            )
+        if done % ckpt_every == 0 and done < total:
+            meta["step"] = done
+            save({"params": params, "opt_state": opt_state, "admm": admm_state}, meta, stage)
+    bar.close()
+    meta["step"] = total
+    return params, opt_state, admm_state, meta
+
+
+def _admm_record(pipe, params, admm_state, info, iteration) -> dict[str, Any]:
+    paths = list(admmjax.targeted_leaves(params, pipe.targets))
+    leaves = [float(v) for v in jax.tree.leaves(info.primal)]
+    duals = [float(v) for v in jax.tree.leaves(info.dual)]
+    return {
+        "iteration": iteration,
+        "rho": float(rho_schedule(pipe.cfg)(admm_state.count - 1)),
+        "primal": dict(zip(paths, leaves, strict=True)),
+        "dual": dict(zip(paths, duals, strict=True)),
+        "primal_total": float(info.primal_total),
+        "dual_total": float(info.dual_total),
+        "converged": bool(info.converged),
+        "accuracy": pipe.evaluate(params),
+    }
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def set_postfix(self, **kw: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(cfg: Config, stage: str, start: int, total: int):
+    if not cfg.progress or not sys.stderr.isatty():
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc=stage, unit="step", leave=False)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def write_outputs(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """summary.json, table.md, history.json and the figures; returns the summary."""
+    from experiments import plots
+
+    cfg = pipe.cfg
+    report = admmjax.sparsity_report(params, pipe.targets)
+    acc = meta["accuracy"]
+    summary = {
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "dense_accuracy": acc.get("dense"),
+        "hard_prune_accuracy": acc.get("hard_prune"),
+        "pruned_accuracy": acc.get("pruned"),
+        "compression": report.compression,
+        "weights": report.weights,
+        "nonzero": report.nonzero,
+        "total_params": models_lib.count_params(params),
+        "layers": [
+            {
+                "path": r.path,
+                "shape": list(r.shape),
+                "weights": r.weights,
+                "nonzero": r.nonzero,
+                "kept_percent": r.kept_percent,
+            }
+            for r in report.rows
+        ],
+        "admm_final": meta["admm"][-1] if meta["admm"] else None,
+        "stage_seconds": meta["stage_seconds"],
+        "stage_epochs": {
+            s: pipe.stage_steps(s) / pipe.steps_per_epoch for s in ("pretrain", "admm", "retrain")
+        },
+        "devices": [str(d) for d in jax.devices()],
+        "seed": cfg.seed,
+        "config": meta["config"],
+        "pretrained_from": meta.get("pretrained_from"),
+    }
+    if cfg.pretrained:
+        summary["stage_epochs"]["pretrain"] = 0.0
+    w = pipe.workdir
+    with open(os.path.join(w, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(w, "history.json"), "w") as f:
+        json.dump({k: meta[k] for k in ("loss", "admm", "histograms")}, f)
+    with open(os.path.join(w, "table.md"), "w") as f:
+        f.write(summary_markdown(summary, report))
+    plots.histograms(meta["histograms"], os.path.join(w, "weights_histograms.png"))
+    plots.residuals_and_loss(meta, os.path.join(w, "residuals_loss.png"))
+    return summary
+
+
+def summary_markdown(summary: dict[str, Any], report: admmjax.SparsityReport) -> str:
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.2f}%"
+
+    secs = ", ".join(f"{k} {v:.0f} s" for k, v in summary["stage_seconds"].items())
+    return (
+        f"# {summary['model']} on {summary['dataset']}\n\n"
+        f"| | test accuracy |\n|---|---:|\n"
+        f"| dense | {pct(summary['dense_accuracy'])} |\n"
+        f"| after hard prune (before retraining) | {pct(summary['hard_prune_accuracy'])} |\n"
+        f"| pruned and retrained | {pct(summary['pruned_accuracy'])} |\n\n"
+        f"Compression over the pruned layers: **{summary['compression']:.1f}x** "
+        f"({summary['nonzero']:,} of {summary['weights']:,} weights kept).\n\n"
+        f"{report.to_markdown()}\n\nWall-clock per stage: {secs}.\n"
+    )
