@@ -33,6 +33,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "eval_batch_size": (int, "evaluation batch size, in images"),
     "train_subset": (int, "train on the first N training images only (0: all)"),
     "dropout": (float, "dropout rate before LeNet-5's last layer, in [0, 1)"),
+    "augment_shift": (int, "random translations of up to N pixels during training (0: none)"),
     "weight_decay": (float, "L2 coefficient added to the gradient in pretrain and ADMM"),
     "pretrained": (str, "skip pretraining: load dense params from this workdir or checkpoint"),
     "pretrain_epochs": (float, "pretraining budget, in epochs"),

@@ -54,6 +54,7 @@ class Config:
     eval_batch_size: int = 1000
     train_subset: int = 0  # use only the first N training images (0: all); for quick runs
     dropout: float = 0.0
+    augment_shift: int = 0  # random translations of up to N pixels while training (0: none)
     weight_decay: float = 5e-5
     # Pretraining (skipped when `pretrained` names a dense params checkpoint or workdir).
     pretrained: str | None = None
@@ -100,6 +101,7 @@ class Config:
             "retrain_epochs": self.retrain_epochs,
             "retrain_steps": self.retrain_steps,
             "train_subset": self.train_subset,
+            "augment_shift": self.augment_shift,
             "checkpoint_every": self.checkpoint_every,
             "weight_decay": self.weight_decay,
             "rho": self.rho,
@@ -142,6 +144,18 @@ def lr_schedule(lr: float, kind: str, period: int) -> optax.Schedule:
     return lambda count: cosine(count % period)
 
 
+def random_shift(x: jax.Array, rng: jax.Array, max_shift: int) -> jax.Array:
+    """Translates each NHWC image by up to ``max_shift`` pixels (zero fill), on device."""
+    n, h, w, c = x.shape
+    padded = jnp.pad(x, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
+    offsets = jax.random.randint(rng, (n, 2), 0, 2 * max_shift + 1)
+
+    def crop(img, off):
+        return jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, c))
+
+    return jax.vmap(crop)(padded, offsets)
+
+
 def adam_with_l2(lr: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
     # L2 enters the gradient before Adam, as weight decay did in the official recipe.
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr))
@@ -173,8 +187,14 @@ class Pipeline:
 
         apply_fn = self.apply_fn
 
+        shift = cfg.augment_shift
+
         def loss_fn(params, x, y, rng):
-            logits = apply_fn(params, data_lib.to_float(x), True, rng)
+            x = data_lib.to_float(x)
+            if shift:
+                rng, shift_rng = jax.random.split(rng)
+                x = random_shift(x, shift_rng, shift)
+            logits = apply_fn(params, x, True, rng)
             return cross_entropy(logits, y)
 
         self.loss_fn = loss_fn
@@ -425,7 +445,9 @@ def run_stage(
     period = pipe.admm_period()
     stage_key = jax.random.fold_in(pipe.key, STAGES.index(stage))
     start = meta["step"]
-    loss_sum, loss_count = jnp.zeros(()), 0
+    # The partial loss average is checkpointed too, so a resumed run logs the same history.
+    partial_sum, loss_count = meta.get("loss_acc", [0.0, 0])
+    loss_sum = jnp.asarray(partial_sum, jnp.float32)
     bar = _progress(cfg, stage, start, total)
     for step, x, y in pipe.batches(stage, start):
         if step >= total:
@@ -459,9 +481,11 @@ def run_stage(
             )
         if done % ckpt_every == 0 and done < total:
             meta["step"] = done
+            meta["loss_acc"] = [float(loss_sum), loss_count]
             save({"params": params, "opt_state": opt_state, "admm": admm_state}, meta, stage)
     bar.close()
     meta["step"] = total
+    meta["loss_acc"] = [0.0, 0]
     return params, opt_state, admm_state, meta
 
 

@@ -2,7 +2,9 @@
 """LeNet-300-100 on MNIST: the paper's Table 1 budget (kept 4% / 7% / 12%, 22.9x).
 
 Per-layer fractions are those of the paper; the schedule is ours: a cosine-decayed
-pretraining, ADMM with rho growing per iteration, and a cosine-decayed retraining.
+pretraining, ADMM with rho growing x1.3 per iteration, and a cosine-decayed
+retraining, all with random translations of up to 2 pixels (without them the same
+recipe gave 98.33% dense and 98.17% pruned: the MLP overfits).
 """
 
 
@@ -11,6 +13,7 @@ def get_config() -> dict:
         "model": "lenet300_100",
         "dataset": "mnist",
         "batch_size": 128,
+        "augment_shift": 2,
         "pretrain_epochs": 30,
         "pretrain_lr": 1e-3,
         "weight_decay": 5e-5,

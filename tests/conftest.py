@@ -1,0 +1,42 @@
+"""Shared test setup: 4 virtual CPU devices and hypothesis profiles.
+
+The device count must be set before JAX's backend starts, so it is done here, at
+import time, before any test module runs a computation. Profiles: ``default``
+(quick, for local runs) and ``ci`` (more examples); pick one with
+``HYPOTHESIS_PROFILE=ci``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import pytest
+from hypothesis import HealthCheck, settings
+
+jax.config.update("jax_num_cpu_devices", 4)
+
+_COMMON = dict(
+    deadline=None,  # the first example of a shape pays for XLA compilation
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile("default", max_examples=20, **_COMMON)
+settings.register_profile("ci", max_examples=60, derandomize=True, **_COMMON)
+settings.register_profile("dev", max_examples=200, **_COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> str:
+    """Real MNIST prepared by TFDS: ``$TFDS_DATA_DIR`` or ``../shared/tfds``; fails if absent."""
+    path = Path(os.environ.get("TFDS_DATA_DIR") or REPO.parent / "shared" / "tfds")
+    if not (path / "mnist").is_dir():
+        pytest.fail(
+            f"real MNIST is not prepared under {path}: set TFDS_DATA_DIR to a TFDS data dir "
+            "holding mnist/3.0.1 (tests never skip it)"
+        )
+    return str(path)

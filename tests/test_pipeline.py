@@ -1,0 +1,132 @@
+"""End-to-end pipeline on real MNIST: exact counts, accuracy, outputs, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import admmjax
+from admmjax.checkpoint import load_pytree
+from experiments import evaluate, mnist, models
+
+REPO = Path(__file__).resolve().parents[1]
+
+SPARSITY = {"fc1/kernel": 0.96, "fc2/kernel": 0.93, "fc3/kernel": 0.88}
+SHORT = [
+    "--model", "lenet300_100",
+    "--sparsity", ",".join(f"{k}={v}" for k, v in SPARSITY.items()),
+    "--pretrain-epochs", "1",
+    "--admm-iterations", "3",
+    "--admm-steps", "150",
+    "--retrain-epochs", "1",
+    "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, mnist_dir):
+    workdir = tmp_path_factory.mktemp("run")
+    summary = mnist.main([*SHORT, "--workdir", str(workdir), "--data-dir", mnist_dir])
+    return workdir, summary
+
+
+def test_short_pipeline_on_real_mnist(short_run):
+    workdir, summary = short_run
+    # Exact per-layer budgets: k = n - floor(s n).
+    expected = {"fc1/kernel": 9408, "fc2/kernel": 2100, "fc3/kernel": 120}
+    assert {r["path"]: r["nonzero"] for r in summary["layers"]} == expected
+    assert summary["compression"] == pytest.approx(266_200 / 11_628)
+    assert summary["pruned_accuracy"] > 0.90
+    for key in ("dense_accuracy", "hard_prune_accuracy", "pruned_accuracy"):
+        assert 0.0 <= summary[key] <= 1.0
+    for key in ("model", "dataset", "layers", "stage_seconds", "devices", "seed", "config"):
+        assert key in summary
+    assert summary["total_params"] == 266_610
+    for name in ("summary.json", "table.md", "history.json", "weights_histograms.png",
+                 "residuals_loss.png", "pruned", "dense"):  # fmt: skip
+        assert (workdir / name).exists(), name
+    history = json.loads((workdir / "history.json").read_text())
+    assert len(history["admm"]) == 3
+    assert set(history["histograms"]) == {"pretrained", "admm", "retrained"}
+
+
+def test_evaluate_reloads_the_pruned_checkpoint(short_run, mnist_dir, capsys):
+    workdir, summary = short_run
+    out = evaluate.main([str(workdir), "--data-dir", mnist_dir])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["test_accuracy"] == pytest.approx(summary["pruned_accuracy"])
+    assert out["test_examples"] == 10_000
+    assert printed["compression"] == pytest.approx(summary["compression"])
+    assert [r["nonzero"] for r in printed["layers"]] == [9408, 2100, 120]
+
+
+def test_restart_of_a_finished_run_changes_nothing(short_run, mnist_dir):
+    workdir, summary = short_run
+    again = mnist.main([*SHORT, "--workdir", str(workdir), "--data-dir", mnist_dir])
+    assert again["pruned_accuracy"] == summary["pruned_accuracy"]
+
+
+def test_workdir_of_another_run_is_refused(short_run, mnist_dir):
+    workdir, _ = short_run
+    args = [*SHORT, "--workdir", str(workdir), "--data-dir", mnist_dir]
+    args[args.index("--admm-iterations") + 1] = "4"
+    with pytest.raises(ValueError, match="admm_iterations"):
+        mnist.main(args)
+
+
+def _cli(workdir: Path, mnist_dir: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "experiments.mnist", *SHORT, "--workdir", str(workdir),
+            "--data-dir", mnist_dir, "--train-subset", "12800", "--checkpoint-every", "20",
+            *extra]  # fmt: skip
+
+
+def test_killed_mid_admm_resumes_to_the_same_result(tmp_path, mnist_dir):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    reference = tmp_path / "reference"
+    subprocess.run(_cli(reference, mnist_dir), check=True, env=env, cwd=REPO,
+                   capture_output=True)  # fmt: skip
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(killed, mnist_dir), env=env, cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.time() + 300
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "ADMM iteration 1/" in line:  # inside ADMM, with checkpoints every 20 steps
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGKILL)
+            break
+        assert time.time() < deadline, "".join(seen)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    assert not (killed / "summary.json").exists()
+
+    resumed = subprocess.run(_cli(killed, mnist_dir), check=True, env=env, cwd=REPO,
+                             capture_output=True, text=True)  # fmt: skip
+    assert "resumed admm" in resumed.stdout
+
+    a = json.loads((reference / "summary.json").read_text())
+    b = json.loads((killed / "summary.json").read_text())
+    for key in ("dense_accuracy", "hard_prune_accuracy", "pruned_accuracy", "compression"):
+        assert a[key] == b[key], key
+    ha = json.loads((reference / "history.json").read_text())
+    hb = json.loads((killed / "history.json").read_text())
+    assert ha["loss"] == hb["loss"]
+    assert ha["admm"] == hb["admm"]
+    _, like, _ = models.functional(models.create_model("lenet300_100", seed=0))
+    pa = load_pytree(reference / "pruned", like)
+    pb = load_pytree(killed / "pruned", like)
+    for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    counts = admmjax.sparsity_report(pb, admmjax.sparsity_by_path(pb, SPARSITY))
+    assert [r.nonzero for r in counts.rows] == [9408, 2100, 120]
