@@ -1,0 +1,1 @@
+"""Experiments built on admmjax: data, models and the training pipeline."""

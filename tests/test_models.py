@@ -1,0 +1,147 @@
+"""experiments.models: LeNet-300-100 and LeNet-5 in Flax NNX, and the functional view."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from experiments import models
+
+PATHS = {
+    "lenet300_100": [
+        "fc1/bias",
+        "fc1/kernel",
+        "fc2/bias",
+        "fc2/kernel",
+        "fc3/bias",
+        "fc3/kernel",
+    ],
+    "lenet5": [
+        "conv1/bias",
+        "conv1/kernel",
+        "conv2/bias",
+        "conv2/kernel",
+        "fc1/bias",
+        "fc1/kernel",
+        "fc2/bias",
+        "fc2/kernel",
+    ],
+}
+COUNTS = {"lenet300_100": 266_610, "lenet5": 431_080}
+
+
+def _x(n: int = 3) -> jax.Array:
+    return jnp.asarray(np.random.default_rng(0).random((n, 28, 28, 1), np.float32))
+
+
+def _paths(tree) -> list[str]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [jax.tree_util.keystr(p, simple=True, separator="/") for p, _ in leaves]
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_param_count_paths_and_shapes(name):
+    model = models.create_model(name, seed=0)
+    _, params, _ = models.functional(model)
+    assert models.count_params(params) == COUNTS[name]
+    assert models.count_params(model) == COUNTS[name]
+    assert _paths(params) == PATHS[name]
+    assert isinstance(params, nnx.State)
+    assert model(_x()).shape == (3, 10)
+
+
+def test_kernel_shapes():
+    _, p, _ = models.functional(models.create_model("lenet5", seed=0))
+    assert p["conv1"]["kernel"].shape == (5, 5, 1, 20)
+    assert p["conv2"]["kernel"].shape == (5, 5, 20, 50)
+    assert p["fc1"]["kernel"].shape == (800, 500)
+    _, q, _ = models.functional(models.create_model("lenet300_100", seed=0))
+    assert q["fc1"]["kernel"].shape == (784, 300)
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_functional_apply_under_jit_matches_module(name):
+    model = models.create_model(name, seed=1)
+    _, params, apply_fn = models.functional(model)
+    x = _x(5)
+    np.testing.assert_allclose(jax.jit(apply_fn)(params, x), model(x), rtol=1e-5, atol=1e-6)
+    # The raw Param state and a plain dict work too.
+    raw = nnx.state(model, nnx.Param)
+    np.testing.assert_allclose(apply_fn(raw, x), model(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        apply_fn(nnx.to_pure_dict(params), x), model(x), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_value_and_grad_under_jit(name):
+    _, params, apply_fn = models.functional(models.create_model(name, seed=0))
+
+    def loss(p, x, y):
+        return optax.softmax_cross_entropy_with_integer_labels(apply_fn(p, x), y).mean()
+
+    value, grads = jax.jit(jax.value_and_grad(loss))(params, _x(4), jnp.arange(4))
+    assert np.isfinite(value) and _paths(grads) == PATHS[name]
+    assert all(np.isfinite(g).all() and np.abs(g).sum() > 0 for g in jax.tree.leaves(grads))
+
+
+def test_same_seed_same_params():
+    a = models.functional(models.create_model("lenet5", seed=0))[1]
+    b = models.functional(models.create_model("lenet5", seed=0))[1]
+    c = models.functional(models.create_model("lenet5", seed=1))[1]
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
+    assert not np.array_equal(a["fc1"]["kernel"], c["fc1"]["kernel"])
+
+
+def test_lenet300_100_accepts_flat_input():
+    model = models.create_model("lenet300_100", seed=0)
+    x = _x(2)
+    np.testing.assert_allclose(model(x.reshape(2, 784)), model(x), rtol=1e-6)
+
+
+def test_dropout_rng_handling():
+    model = models.create_model("lenet5", seed=0, dropout=0.5)
+    _, params, apply_fn = models.functional(model)
+    f = jax.jit(apply_fn, static_argnames="train")
+    x, k1, k2 = _x(4), jax.random.key(1), jax.random.key(2)
+    eval_out = f(params, x)
+    np.testing.assert_allclose(f(params, x, train=False, rng=k1), eval_out)  # rng unused
+    a, b, c = f(params, x, True, k1), f(params, x, True, k1), f(params, x, True, k2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c) and not np.allclose(a, eval_out)
+    with pytest.raises(ValueError, match="rngs"):
+        apply_fn(params, x, train=True)
+    # No dropout: train=True needs no key and equals eval.
+    plain = models.create_model("lenet5", seed=0)
+    np.testing.assert_allclose(plain(x, train=True), plain(x), rtol=1e-6)
+
+
+def test_dropout_keeps_module_state_params_only():
+    model = models.create_model("lenet5", seed=0, dropout=0.5)
+    _, _, rest = nnx.split(model, nnx.Param, ...)
+    assert jax.tree.leaves(rest) == []
+    with pytest.raises(ValueError, match="dropout"):
+        models.create_model("lenet5", seed=0, dropout=1.0)
+
+
+def test_max_pool_matches_nnx():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 3)), jnp.float32)
+    w = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4, 4, 3)), jnp.float32)
+
+    def ref(v):
+        return nnx.max_pool(v, (2, 2), strides=(2, 2))
+
+    def grad(pool):
+        return jax.grad(lambda v: jnp.sum(pool(v) * w))(x)
+
+    np.testing.assert_array_equal(models._max_pool_2x2(x), ref(x))
+    np.testing.assert_array_equal(grad(models._max_pool_2x2), grad(ref))  # no ties here
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ValueError, match="lenet300_100, lenet5"):
+        models.create_model("alexnet_v9", seed=0)
