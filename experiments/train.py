@@ -475,7 +475,7 @@ def run_stage(
                 f"{rec['primal_total']:.4g} dual {rec['dual_total']:.4g} "
                 f"acc(W) {rec['accuracy']:.4f}"
             )
-        if done % pipe.steps_per_epoch == 0 and stage != "admm":
+        if done % pipe.steps_per_epoch == 0 and stage != "admm" and meta["loss"]:
             pipe.log(
                 f"{stage} epoch {done // pipe.steps_per_epoch}: loss {meta['loss'][-1][2]:.4f}"
             )

@@ -16,7 +16,7 @@ import pytest
 
 import admmjax
 from admmjax.checkpoint import load_pytree
-from experiments import evaluate, mnist, models
+from experiments import evaluate, mnist, models, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,3 +130,33 @@ def test_killed_mid_admm_resumes_to_the_same_result(tmp_path, mnist_dir):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     counts = admmjax.sparsity_report(pb, admmjax.sparsity_by_path(pb, SPARSITY))
     assert [r.nonzero for r in counts.rows] == [9408, 2100, 120]
+
+
+@pytest.mark.parametrize("model", ["lenet5", "lenet300_100"])
+def test_tiny_pipeline_on_mock_data(model, tmp_path, monkeypatch):
+    """Every stage of both models on tfds mock data with a few steps each."""
+    import tensorflow_datasets as tfds
+
+    from experiments import data
+
+    monkeypatch.setenv("ADMMJAX_CACHE", str(tmp_path / "cache"))  # never cache mock data
+    data.clear_memo()
+    sparsity = {"conv1/kernel": 0.5, "conv2/kernel": 0.9, "fc1/kernel": 0.99, "fc2/kernel": 0.9}
+    if model == "lenet300_100":
+        sparsity = SPARSITY
+    cfg = train.Config(
+        model=model, dataset="fashion_mnist", sparsity=sparsity, batch_size=16,
+        pretrain_steps=6, admm_iterations=2, admm_steps=3, retrain_steps=4,
+        dropout=0.5 if model == "lenet5" else 0.0, augment_shift=1, progress=False,
+        eval_batch_size=32,
+    )  # fmt: skip
+    with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
+        summary = train.run(cfg, str(tmp_path / "run"), log=lambda _: None)
+    data.clear_memo()
+    params = models.functional(models.create_model(model, seed=0))[1]
+    counts = admmjax.target_counts(params, admmjax.sparsity_by_path(params, sparsity))
+    want = dict(zip(admmjax.leaf_paths(counts), jax.tree.leaves(counts), strict=True))
+    got = {r["path"]: r["nonzero"] for r in summary["layers"]}
+    assert got == want
+    assert summary["dataset"] == "fashion_mnist"
+    assert summary["stage_epochs"]["admm"] == pytest.approx(6 / 4)

@@ -3,7 +3,8 @@
 
 The official recipe spends about 175 epochs (20k + 150k + 20k steps at batch 50);
 this one spends far fewer: cosine-decayed pretraining, ten ADMM iterations of one
-epoch each with rho growing x1.5 per iteration, and a short cosine retraining.
+epoch each with rho growing x1.5 per iteration, and a short cosine retraining, all
+with random translations of up to 2 pixels.
 """
 
 
@@ -12,6 +13,7 @@ def get_config() -> dict:
         "model": "lenet5",
         "dataset": "mnist",
         "batch_size": 128,
+        "augment_shift": 2,
         "pretrain_epochs": 12,
         "pretrain_lr": 1e-3,
         "weight_decay": 5e-5,
