@@ -16,9 +16,12 @@ as the largest entries: they are kept, never silently dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
 _BINS = 1 << 16
 
@@ -47,16 +50,28 @@ def kth_largest_key(keys: jax.Array, k: jax.Array | int) -> tuple[jax.Array, jax
 
     ``k`` must be in ``[1, keys.size]`` (it may be traced). Two passes over the keys.
     """
+    return _kth_largest_key(keys, k, lambda hist: hist)
+
+
+def _kth_largest_key(
+    keys: jax.Array, k: jax.Array | int, reduce: Callable[[jax.Array], jax.Array]
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`kth_largest_key` with each histogram passed through ``reduce`` first.
+
+    With ``keys`` one shard of a larger array and ``reduce = lambda h: lax.psum(h,
+    axis)`` inside ``shard_map``, both histograms count every shard, so ``T`` and the
+    counts are those of the whole array (see ``admmjax.parallel``).
+    """
     k = jnp.asarray(k, jnp.int32)
     high = (keys >> 16).astype(jnp.int32)
-    hist_hi = jnp.zeros(_BINS, jnp.int32).at[high].add(1, mode="promise_in_bounds")
+    hist_hi = reduce(jnp.zeros(_BINS, jnp.int32).at[high].add(1, mode="promise_in_bounds"))
     above_hi = _suffix_counts(hist_hi)
     bucket = jnp.sum(above_hi[:_BINS] >= k) - 1
     need = k - above_hi[bucket + 1]
 
     # Entries outside the bucket go to an overflow bin that is dropped afterwards.
     low = jnp.where(high == bucket, (keys & 0xFFFF).astype(jnp.int32), _BINS)
-    hist_lo = jnp.zeros(_BINS + 1, jnp.int32).at[low].add(1, mode="promise_in_bounds")
+    hist_lo = reduce(jnp.zeros(_BINS + 1, jnp.int32).at[low].add(1, mode="promise_in_bounds"))
     above_lo = _suffix_counts(hist_lo[:_BINS])
     offset = jnp.sum(above_lo[:_BINS] >= need) - 1
     threshold = (bucket.astype(jnp.uint32) << 16) | offset.astype(jnp.uint32)
@@ -64,11 +79,30 @@ def kth_largest_key(keys: jax.Array, k: jax.Array | int) -> tuple[jax.Array, jax
     return threshold, greater, hist_lo[offset]
 
 
+def _replicated(x: jax.Array) -> jax.Array:
+    """``x`` without explicit sharding (JAX's default for ``jax.make_mesh`` meshes).
+
+    The histogram scatters index a replicated array with the keys; with keys sharded
+    over an Explicit mesh axis JAX cannot infer the scatter's output sharding and
+    raises. Gathering the keys (4 bytes per entry) first keeps every layout working.
+    """
+    sharding = jax.typeof(x).sharding
+    if sharding.mesh.empty or all(p is None for p in sharding.spec):
+        return x
+    return jax.sharding.reshard(x, jax.sharding.NamedSharding(sharding.mesh, P()))
+
+
+@jax.jit
 def keep_mask_from_keys(keys: jax.Array, k: jax.Array | int) -> jax.Array:
-    """Boolean mask (flat) of exactly ``min(k, n)`` largest keys, ties to low index."""
+    """Boolean mask (flat) of exactly ``min(k, n)`` largest keys, ties to low index.
+
+    Jitted (``k`` traced) so eager calls (``init``, ``prune``, ``project`` outside
+    ``jit``) compile once per leaf shape instead of re-tracing the ``lax.cond`` per call.
+    """
     n = keys.shape[0]
     if n == 0:
         return jnp.zeros((0,), bool)
+    keys = _replicated(keys)
     k = jnp.clip(jnp.asarray(k, jnp.int32), 0, n)
     threshold, greater, equal = kth_largest_key(keys, jnp.maximum(k, 1))
 

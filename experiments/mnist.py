@@ -16,6 +16,9 @@ import runpy
 import sys
 from typing import Any
 
+import jax
+
+from admmjax import parallel
 from experiments import models as models_lib
 from experiments import train
 
@@ -29,6 +32,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     ),
     "data_dir": (str, "TFDS data dir holding the prepared dataset (default: $TFDS_DATA_DIR)"),
     "seed": (int, "seed of initialisation, data order and dropout"),
+    "devices": (int, "local devices per process to split each batch over (0: all)"),
     "batch_size": (int, "global training batch size, in images"),
     "eval_batch_size": (int, "evaluation batch size, in images"),
     "train_subset": (int, "train on the first N training images only (0: all)"),
@@ -99,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{text} [default: {default}]",
         )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--coordinator", help="multi-host: coordinator host:port (or $ADMMJAX_COORDINATOR)"
+    )
+    p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    p.add_argument("--process-id", type=int, help="multi-host: this process's index")
     return p
 
 
@@ -131,14 +140,17 @@ def config_from_args(args: argparse.Namespace) -> train.Config:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    # Before any JAX computation: joins the other hosts (a no-op for one process).
+    parallel.initialize(args.coordinator, args.num_processes, args.process_id)
     cfg = config_from_args(args)
     try:
         cfg.validate()
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     summary = train.run(cfg, args.workdir)
-    with open(os.path.join(args.workdir, "table.md")) as f:
-        print(f.read())
+    if jax.process_index() == 0:
+        with open(os.path.join(args.workdir, "table.md")) as f:
+            print(f.read())
     return summary
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import optax
 
 import admmjax
+from admmjax import parallel
 from admmjax.checkpoint import Checkpointer, save_pytree
 from experiments import data as data_lib
 from experiments import models as models_lib
@@ -50,7 +51,8 @@ class Config:
     dataset: str = "mnist"
     data_dir: str | None = None
     seed: int = 0
-    batch_size: int = 128
+    devices: int = 0  # local devices per process to use (0: all); the batch is split over them
+    batch_size: int = 128  # global batch, over all devices and processes
     eval_batch_size: int = 1000
     train_subset: int = 0  # use only the first N training images (0: all); for quick runs
     dropout: float = 0.0
@@ -92,6 +94,18 @@ class Config:
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
+        if self.devices < 0 or self.devices > jax.local_device_count():
+            raise ValueError(
+                f"devices must be in [0, {jax.local_device_count()}] (0: all local devices), "
+                f"got {self.devices}"
+            )
+        shards = (self.devices or jax.local_device_count()) * jax.process_count()
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(self, name) % shards:
+                raise ValueError(
+                    f"{name} {getattr(self, name)} must be a multiple of the {shards} devices "
+                    "it is split over (use --devices to choose fewer)"
+                )
         non_negative = {
             "pretrain_epochs": self.pretrain_epochs,
             "pretrain_steps": self.pretrain_steps,
@@ -184,6 +198,11 @@ class Pipeline:
         _, self.init_params, self.apply_fn = models_lib.functional(model)
         self.targets = admmjax.sparsity_by_path(self.init_params, cfg.sparsity)
         self.key = jax.random.key(cfg.seed)
+        # Data parallelism: the global batch is split over a `data` mesh axis; params,
+        # optimizer and ADMM state are replicated; jit inserts the gradient all-reduce.
+        self.mesh = parallel.data_mesh(cfg.devices or None)
+        self.shard_index, self.num_shards = parallel.process_shard()
+        self.init_params = self.replicate(self.init_params)
 
         apply_fn = self.apply_fn
 
@@ -205,6 +224,7 @@ class Pipeline:
             return jnp.sum(valid & (jnp.argmax(logits, -1) == y))
 
         self._correct = correct
+        self.is_primary = jax.process_index() == 0
         self._admm_update = jax.jit(
             lambda state, params: admmjax.update(state, params, self.targets, eps=cfg.eps)
         )
@@ -245,25 +265,37 @@ class Pipeline:
     def evaluate(self, params: Any) -> float:
         """Top-1 accuracy on the whole test split, as a fraction."""
         total = 0
-        batches = data_lib.iterate_eval(self.test_x, self.test_y, self.cfg.eval_batch_size)
-        for x, y, valid in batches:
-            total += int(self._correct(params, x, y, valid))
+        batches = data_lib.iterate_eval(
+            self.test_x, self.test_y, self.cfg.eval_batch_size,
+            shard_index=self.shard_index, num_shards=self.num_shards,
+        )  # fmt: skip
+        for batch in batches:
+            total += int(self._correct(params, *parallel.shard_batch(batch, self.mesh)))
         return total / len(self.test_x)
 
     # ---- the one loop
 
-    def batches(self, stage: str, start: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """``(step, x, y)`` from step ``start`` on; the order depends on (seed, stage, epoch)."""
+    def replicate(self, tree: Any) -> Any:
+        """``tree`` placed on every device of the mesh (params, optimizer and ADMM state)."""
+        return parallel.replicate(tree, self.mesh)
+
+    def batches(self, stage: str, start: int) -> Iterator[tuple[int, jax.Array, jax.Array]]:
+        """``(step, x, y)`` from step ``start`` on; the order depends on (seed, stage, epoch).
+
+        ``x`` and ``y`` are global arrays split over the mesh; each process reads only
+        its own rows of every global batch.
+        """
         spe = self.steps_per_epoch
         epoch, offset = divmod(start, spe)
         stage_seed = self.cfg.seed * 1000 + STAGES.index(stage)
         step = start
         while True:
-            for x, y in data_lib.iterate_batches(
+            for batch in data_lib.iterate_batches(
                 self.train_x, self.train_y, self.cfg.batch_size,
                 seed=stage_seed, epoch=epoch, start_step=offset,
+                shard_index=self.shard_index, num_shards=self.num_shards,
             ):  # fmt: skip
-                yield step, x, y
+                yield step, *parallel.shard_batch(batch, self.mesh)
                 step += 1
             epoch, offset = epoch + 1, 0
 
@@ -352,8 +384,9 @@ def run(cfg: Config, workdir: str, *, log: Callable[[str], None] = print) -> dic
         log(f"resumed {meta['stage']} at step {meta['step']} from {ckpt.directory}")
     else:
         meta = _fresh_meta(cfg)
-        with open(os.path.join(pipe.workdir, "config.json"), "w") as f:
-            json.dump(meta["config"], f, indent=2)
+        if pipe.is_primary:
+            with open(os.path.join(pipe.workdir, "config.json"), "w") as f:
+                json.dump(meta["config"], f, indent=2)
         if cfg.pretrained:
             params = load_dense_params(cfg.pretrained, params)
             meta["pretrained_from"] = os.path.abspath(cfg.pretrained)
@@ -439,6 +472,8 @@ def run_stage(
     """The training loop shared by every stage, from ``meta['step']`` to the stage's end."""
     cfg = pipe.cfg
     total = pipe.stage_steps(stage)
+    # Restored or freshly initialised state may sit on one device; put it on the mesh.
+    params, opt_state, admm_state = pipe.replicate((params, opt_state, admm_state))
     masks = opt_state.masks if stage == "retrain" else None
     step_fn = admmjax.make_train_step(pipe.loss_fn, pipe.transform(stage, masks), donate=False)
     ckpt_every = cfg.checkpoint_every or pipe.steps_per_epoch
@@ -554,7 +589,8 @@ def write_outputs(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str
         "stage_epochs": {
             s: pipe.stage_steps(s) / pipe.steps_per_epoch for s in ("pretrain", "admm", "retrain")
         },
-        "devices": [str(d) for d in jax.devices()],
+        "devices": [str(d) for d in pipe.mesh.devices.flat],
+        "processes": jax.process_count(),
         "seed": cfg.seed,
         "config": meta["config"],
         "pretrained_from": meta.get("pretrained_from"),
@@ -562,6 +598,8 @@ def write_outputs(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str
     if cfg.pretrained:
         summary["stage_epochs"]["pretrain"] = 0.0
     w = pipe.workdir
+    if not pipe.is_primary:  # every process holds the same values; one writes them
+        return summary
     with open(os.path.join(w, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     with open(os.path.join(w, "history.json"), "w") as f:
