@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from admmjax._projections import _apply, leaf_masks
@@ -57,7 +58,9 @@ def keep_pruned(
     inner = optax.with_extra_args_support(tx)
 
     def init_fn(params: PyTree) -> KeepPrunedState:
-        return KeepPrunedState(inner.init(params), masks)
+        # A copy: a train step that donates its optimizer state (make_train_step's
+        # default) would otherwise delete the caller's mask arrays.
+        return KeepPrunedState(inner.init(params), jax.tree.map(jnp.array, masks))
 
     def update_fn(updates, state, params=None, **extra):
         updates = apply_masks(updates, state.masks)
