@@ -1,10 +1,13 @@
-# python -m experiments.mnist --config experiments/configs/lenet5.py --workdir workdirs/lenet5
-"""LeNet-5 (Caffe layout) on MNIST: the paper's Table 2 budget (20/8/0.9/7%, 71.2x).
+# python -m experiments.mnist --config experiments/configs/lenet5.py --workdir experiments/results/lenet5
+"""LeNet-5 (Caffe layout) on MNIST at the paper's Table 2 total: 6,050 weights, 71.2x.
 
 The official recipe spends about 175 epochs (20k + 150k + 20k steps at batch 50);
-this one spends far fewer: cosine-decayed pretraining, ten ADMM iterations of one
-epoch each with rho growing x1.5 per iteration, and a short cosine retraining, all
-with random translations of up to 2 pixels.
+this one spends 57: 12 epochs of cosine-decayed pretraining, 15 ADMM iterations of
+one epoch each (learning rate reset and cosine-decayed per iteration, rho from 5e-3
+growing x1.3 per iteration), and 30 epochs of cosine masked retraining, all with
+random translations of up to 2 pixels. The per-layer split keeps the same total as
+the paper's 20% / 8% / 0.9% / 7% but gives more to the convolutions: kept
+50% / 12% / 0.6% / 8% (250 + 3,000 + 2,400 + 400 weights).
 """
 
 
@@ -18,16 +21,17 @@ def get_config() -> dict:
         "pretrain_lr": 1e-3,
         "weight_decay": 5e-5,
         "sparsity": {
-            "conv1/kernel": 0.80,
-            "conv2/kernel": 0.92,
-            "fc1/kernel": 0.991,
-            "fc2/kernel": 0.93,
+            "conv1/kernel": 0.5,
+            "conv2/kernel": 0.88,
+            "fc1/kernel": 0.994,
+            "fc2/kernel": 0.92,
         },
-        "admm_iterations": 10,
+        "admm_iterations": 15,
         "admm_epochs": 1,
         "admm_lr": 1e-3,
-        "rho": 1e-3,
-        "rho_growth": 1.5,
-        "retrain_epochs": 10,
+        "admm_schedule": "cosine",
+        "rho": 5e-3,
+        "rho_growth": 1.3,
+        "retrain_epochs": 30,
         "retrain_lr": 1e-3,
     }
