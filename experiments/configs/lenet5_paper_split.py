@@ -1,4 +1,4 @@
-# python -m experiments.mnist --config experiments/configs/lenet5.py --workdir experiments/results/lenet5_paper_split
+# python -m experiments.mnist --config experiments/configs/lenet5_paper_split.py --workdir experiments/results/lenet5_paper_split
 """LeNet-5 with the paper's own per-layer split, 20% / 8% / 0.9% / 7% (71.2x).
 
 The same schedule as ``lenet5.py``; only the allocation of the 6,050 weights differs.
