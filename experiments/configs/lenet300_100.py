@@ -1,4 +1,4 @@
-# python -m experiments.mnist --config experiments/configs/lenet300_100.py --workdir workdirs/lenet300_100
+# python -m experiments.mnist --config experiments/configs/lenet300_100.py --workdir experiments/results/lenet300_100
 """LeNet-300-100 on MNIST: the paper's Table 1 budget (kept 4% / 7% / 12%, 22.9x).
 
 Per-layer fractions are those of the paper; the schedule is ours: a cosine-decayed
