@@ -33,6 +33,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "data_dir": (str, "TFDS data dir holding the prepared dataset (default: $TFDS_DATA_DIR)"),
     "seed": (int, "seed of initialisation, data order and dropout"),
     "devices": (int, "local devices per process to split each batch over (0: all)"),
+    "shard_min_size": (int, "split params/state leaves of >= N entries over devices (0: none)"),
     "batch_size": (int, "global training batch size, in images"),
     "eval_batch_size": (int, "evaluation batch size, in images"),
     "train_subset": (int, "train on the first N training images only (0: all)"),

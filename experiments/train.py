@@ -53,6 +53,7 @@ class Config:
     seed: int = 0
     devices: int = 0  # local devices per process to use (0: all); the batch is split over them
     batch_size: int = 128  # global batch, over all devices and processes
+    shard_min_size: int = 0  # split leaves of >= N entries over devices (0: replicate all)
     eval_batch_size: int = 1000
     train_subset: int = 0  # use only the first N training images (0: all); for quick runs
     dropout: float = 0.0
@@ -117,6 +118,7 @@ class Config:
             "train_subset": self.train_subset,
             "augment_shift": self.augment_shift,
             "checkpoint_every": self.checkpoint_every,
+            "shard_min_size": self.shard_min_size,
             "weight_decay": self.weight_decay,
             "rho": self.rho,
         }
@@ -276,7 +278,10 @@ class Pipeline:
     # ---- the one loop
 
     def replicate(self, tree: Any) -> Any:
-        """``tree`` placed on every device of the mesh (params, optimizer and ADMM state)."""
+        """``tree`` (params, optimizer or ADMM state) placed on the mesh: replicated, or
+        with leaves of at least ``shard_min_size`` entries split over the devices."""
+        if self.cfg.shard_min_size:
+            return parallel.shard_leaves(tree, self.mesh, self.cfg.shard_min_size)
         return parallel.replicate(tree, self.mesh)
 
     def batches(self, stage: str, start: int) -> Iterator[tuple[int, jax.Array, jax.Array]]:
