@@ -10,9 +10,24 @@ The public API::
     params, masks = admmjax.prune(params, targets)              # hard prune
     tx = admmjax.keep_pruned(optax.adam(1e-3), masks)           # masked retraining
     print(admmjax.sparsity_report(params, targets))
+    sparse = admmjax.encode_sparse(params)                      # compact per-leaf storage
+    params = admmjax.decode_sparse(sparse, like=params)         # exact round trip
+
+Files: ``admmjax.checkpoint`` (orbax) and ``admmjax.sparse_io`` (``save_sparse`` /
+``load_sparse``, NumPy only) are the two modules that do I/O; import them explicitly.
 """
 
 from admmjax._admm import ADMMInfo, ADMMState, init, penalty, penalty_value, update
+from admmjax._export import (
+    SparseFormatError,
+    SparseLeaf,
+    SparseParams,
+    decode_sparse,
+    encode_sparse,
+    sparse_from_bytes,
+    sparse_nbytes,
+    sparse_to_bytes,
+)
 from admmjax._masking import KeepPrunedState, apply_masks, keep_pruned, prune
 from admmjax._projections import global_to_targets, project, project_global
 from admmjax._report import LeafRow, SparsityReport, sparsity_report
@@ -35,8 +50,13 @@ __all__ = [
     "Keep",
     "KeepPrunedState",
     "LeafRow",
+    "SparseFormatError",
+    "SparseLeaf",
+    "SparseParams",
     "SparsityReport",
     "apply_masks",
+    "decode_sparse",
+    "encode_sparse",
     "global_to_targets",
     "init",
     "keep_mask",
@@ -49,6 +69,9 @@ __all__ = [
     "project",
     "project_global",
     "prune",
+    "sparse_from_bytes",
+    "sparse_nbytes",
+    "sparse_to_bytes",
     "sparsity_by_path",
     "sparsity_report",
     "target_counts",
