@@ -10,7 +10,7 @@ def get_config() -> dict:
         "model": "lenet5",
         "dataset": "mnist",
         "batch_size": 128,
-        "augment_shift": 2,
+        "augment_shift": 1,
         "pretrain_epochs": 12,
         "pretrain_lr": 1e-3,
         "weight_decay": 5e-5,
