@@ -5,131 +5,341 @@
 
 Every option overrides the config file (or the defaults of ``train.Config``). The
 run resumes from ``WORKDIR/checkpoints`` when restarted with the same command.
+
+Every bad value is refused before any work starts (no data loaded, nothing
+written): argparse's usage message and exit status 2 for options, config files,
+dataset names and paths. A ``--workdir`` that holds a checkpoint of a different run
+raises :class:`WorkdirError` from :func:`main` (a ``ValueError``); the command line
+prints it the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import math
 import os
 import runpy
 import sys
+import textwrap
+from collections.abc import Callable
 from typing import Any
 
 import jax
 
+import admmjax
 from admmjax import parallel
 from experiments import models as models_lib
 from experiments import train
 
 DEFAULTS = train.Config()
 
-# name -> (type, help); defaults are read from train.Config so they never drift.
-OPTIONS: dict[str, tuple[type, str]] = {
+SCHEDULES = ("constant", "cosine")
+
+# name -> (type, rule on the value, help). The help gives the unit; the default is
+# read from train.Config (so it never drifts) unless DEFAULT_TEXT overrides it.
+# Rules: ">=0" and ">0" (finite numbers), "[0,1)" (a fraction), "schedule", None.
+OPTIONS: dict[str, tuple[type, str | None, str]] = {
     "dataset": (
         str,
-        "TFDS name of a 28x28 grayscale 10-class dataset (mnist, fashion_mnist, kmnist)",
+        None,
+        "TFDS name of an MNIST-like dataset (28x28x1 uint8 images, 10 classes): "
+        "mnist, fashion_mnist, kmnist, emnist/mnist...",
     ),
-    "data_dir": (str, "TFDS data dir holding the prepared dataset (default: $TFDS_DATA_DIR)"),
-    "seed": (int, "seed of initialisation, data order and dropout"),
-    "devices": (int, "local devices per process to split each batch over (0: all)"),
-    "shard_min_size": (int, "split params/state leaves of >= N entries over devices (0: none)"),
-    "batch_size": (int, "global training batch size, in images"),
-    "eval_batch_size": (int, "evaluation batch size, in images"),
-    "train_subset": (int, "train on the first N training images only (0: all)"),
-    "dropout": (float, "dropout rate before LeNet-5's last layer, in [0, 1)"),
-    "augment_shift": (int, "random translations of up to N pixels during training (0: none)"),
-    "weight_decay": (float, "L2 coefficient added to the gradient in pretrain and ADMM"),
-    "pretrained": (str, "skip pretraining: load dense params from this workdir or checkpoint"),
-    "pretrain_epochs": (float, "pretraining budget, in epochs"),
-    "pretrain_steps": (int, "pretraining budget, in steps (overrides epochs when > 0)"),
-    "pretrain_lr": (float, "Adam learning rate of pretraining"),
-    "pretrain_schedule": (str, "learning-rate schedule of pretraining: constant or cosine"),
-    "admm_iterations": (int, "number of ADMM iterations (Z/U updates)"),
-    "admm_epochs": (float, "W-step length per ADMM iteration, in epochs"),
-    "admm_steps": (int, "W-step length per ADMM iteration, in steps (overrides epochs)"),
-    "admm_lr": (float, "Adam learning rate of the W-steps"),
-    "admm_schedule": (str, "W-step schedule: constant, or cosine reset every iteration"),
-    "rho": (float, "ADMM penalty rho (penalty rho/2 ||W - Z + U||^2)"),
-    "rho_growth": (float, "rho is multiplied by this after every ADMM iteration"),
-    "eps": (float, "residual tolerance reported as 'converged'"),
-    "retrain_epochs": (float, "masked retraining budget, in epochs"),
-    "retrain_steps": (int, "masked retraining budget, in steps (overrides epochs)"),
-    "retrain_lr": (float, "Adam learning rate of retraining"),
-    "retrain_schedule": (str, "learning-rate schedule of retraining: constant or cosine"),
-    "checkpoint_every": (int, "steps between checkpoints (0: once per epoch)"),
-    "log_every": (int, "steps per point of the loss history"),
+    "data_dir": (
+        str,
+        None,
+        "TFDS data dir, an existing directory holding DATASET/VERSION/ prepared by TFDS",
+    ),
+    "seed": (int, ">=0", "seed of initialisation, data order and dropout, an integer >= 0"),
+    "devices": (int, ">=0", "local devices per process to split each batch over, a count (0: all)"),
+    "shard_min_size": (
+        int,
+        ">=0",
+        "split params/optimizer/ADMM-state leaves of >= N entries over the devices, "
+        "in entries (0: replicate every leaf)",
+    ),
+    "batch_size": (
+        int,
+        ">0",
+        "global training batch, in images (a multiple of the number of devices)",
+    ),
+    "eval_batch_size": (int, ">0", "evaluation batch, in images"),
+    "train_subset": (
+        int,
+        ">=0",
+        "train on the first N training images only, in images (0: all)",
+    ),
+    "dropout": (
+        float,
+        "[0,1)",
+        "dropout rate on LeNet-5's fc1 activations, a fraction in [0, 1) "
+        "(LeNet-300-100 has no dropout)",
+    ),
+    "augment_shift": (
+        int,
+        ">=0",
+        "random translations of up to N pixels while training, in pixels (0: none)",
+    ),
+    "weight_decay": (
+        float,
+        ">=0",
+        "L2 coefficient: weight_decay * W is added to the gradient in pretraining and ADMM "
+        "(dimensionless, >= 0)",
+    ),
+    "pretrained": (
+        str,
+        None,
+        "skip pretraining: load the dense params from this workdir (its dense/) or "
+        "params checkpoint directory",
+    ),
+    "pretrain_epochs": (float, ">=0", "pretraining budget, in epochs (fractions allowed)"),
+    "pretrain_steps": (
+        int,
+        ">=0",
+        "pretraining budget, in optimizer steps; overrides --pretrain-epochs when > 0",
+    ),
+    "pretrain_lr": (float, ">0", "Adam learning rate of pretraining (peak of the schedule), > 0"),
+    "pretrain_schedule": (
+        str,
+        "schedule",
+        "learning-rate schedule of pretraining: constant, or cosine decay to 0 over the stage",
+    ),
+    "admm_iterations": (int, ">=0", "number of ADMM iterations (Z/U updates), a count"),
+    "admm_epochs": (float, ">=0", "W-step length per ADMM iteration, in epochs"),
+    "admm_steps": (
+        int,
+        ">=0",
+        "W-step length per ADMM iteration, in optimizer steps; overrides --admm-epochs when > 0",
+    ),
+    "admm_lr": (float, ">0", "Adam learning rate of the W-steps, > 0"),
+    "admm_schedule": (
+        str,
+        "schedule",
+        "W-step learning-rate schedule: constant, or cosine decay restarted every iteration",
+    ),
+    "rho": (
+        float,
+        ">=0",
+        "ADMM penalty coefficient in rho/2 ||W - Z + U||_F^2 (dimensionless, >= 0)",
+    ),
+    "rho_growth": (
+        float,
+        ">0",
+        "factor rho is multiplied by after every ADMM iteration (1: constant rho), > 0",
+    ),
+    "eps": (
+        float,
+        ">=0",
+        "tolerance on every layer's primal and dual residual (Frobenius norms, in weight "
+        "units) for reporting 'converged'; it does not stop the run",
+    ),
+    "retrain_epochs": (float, ">=0", "masked retraining budget, in epochs (fractions allowed)"),
+    "retrain_steps": (
+        int,
+        ">=0",
+        "masked retraining budget, in optimizer steps; overrides --retrain-epochs when > 0",
+    ),
+    "retrain_lr": (float, ">0", "Adam learning rate of retraining (peak of the schedule), > 0"),
+    "retrain_schedule": (
+        str,
+        "schedule",
+        "learning-rate schedule of retraining: constant, or cosine decay to 0 over the stage",
+    ),
+    "checkpoint_every": (
+        int,
+        ">=0",
+        "checkpoint interval, in optimizer steps (0: once per epoch)",
+    ),
+    "log_every": (int, ">0", "loss-history interval, in optimizer steps (one mean per point)"),
 }
+
+DEFAULT_TEXT = {
+    "data_dir": "$TFDS_DATA_DIR, else ~/tensorflow_datasets",
+    "pretrained": "none: pretrain from scratch",
+}
+
+OUTPUTS = (
+    "summary.json, table.md, history.json, weights_histograms.png, residuals_loss.png, "
+    "dense/ and pruned/ (orbax params), checkpoints/"
+)
+
+
+class WorkdirError(ValueError):
+    """``--workdir`` holds a checkpoint of a different run."""
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _checked(typ: type, rule: str | None) -> Callable[[str], Any]:
+    """An argparse ``type`` converting with ``typ`` and enforcing ``rule``."""
+
+    def parse(text: str) -> Any:
+        value = typ(text)  # ValueError -> argparse's "invalid int/float value"
+        if rule is None:
+            return value
+        finite = math.isfinite(value)
+        kind = "an integer" if typ is int else "a finite number"
+        if rule == ">=0" and not (finite and value >= 0):
+            raise argparse.ArgumentTypeError(f"expected {kind} >= 0, got {text!r}")
+        if rule == ">0" and not (finite and value > 0):
+            raise argparse.ArgumentTypeError(f"expected {kind} > 0, got {text!r}")
+        if rule == "[0,1)" and not (finite and 0 <= value < 1):
+            raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+        return value
+
+    parse.__name__ = typ.__name__  # argparse names the type in its "invalid ..." message
+    return parse
 
 
 def parse_sparsity(text: str) -> dict[str, float]:
-    """``'0.9'`` (every kernel) or ``'fc1/kernel=0.96,fc2/kernel=0.91'``."""
+    """``'0.9'`` (every kernel) or ``'fc1/kernel=0.96,fc2/kernel=0.91'``; fractions in [0, 1)."""
+    usage = "expected a fraction like 0.9 or 'fc1/kernel=0.96,fc2/kernel=0.91'"
     out: dict[str, float] = {}
     try:
-        if "=" not in text:
-            return {"*kernel": float(text)}
-        for item in text.split(","):
-            pattern, value = item.split("=")
-            out[pattern.strip()] = float(value)
+        items = [("*kernel", text)] if "=" not in text else [i.split("=") for i in text.split(",")]
+        for item in items:
+            pattern, value = item  # ValueError unless exactly one '='
+            pattern = pattern.strip()
+            if not pattern:
+                raise ValueError
+            if pattern in out:
+                raise argparse.ArgumentTypeError(f"pattern {pattern!r} is given twice in {text!r}")
+            out[pattern] = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"bad --sparsity {text!r}: expected a fraction like 0.9 or "
-            "'fc1/kernel=0.96,fc2/kernel=0.91'"
-        ) from None
+        raise argparse.ArgumentTypeError(f"bad value {text!r}: {usage}") from None
+    for pattern, value in out.items():
+        if not (math.isfinite(value) and 0.0 <= value < 1.0):
+            raise argparse.ArgumentTypeError(
+                f"{value:g} for {pattern!r} is not a fraction in [0, 1): it is the share of "
+                "weights pruned (0.9 keeps 10%)"
+            )
     return out
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m experiments.mnist",
-        description="ADMM weight pruning (Zhang et al. 2018) of LeNets on MNIST-like data: "
-        "pretrain -> ADMM -> hard prune -> masked retrain -> evaluate. Resumable.",
+        usage="%(prog)s --workdir DIR (--config FILE | --model NAME --sparsity S) [options]",
+        description=textwrap.fill(
+            "ADMM weight pruning (Zhang et al. 2018) of LeNets on MNIST-like data: pretrain "
+            "-> ADMM -> hard prune -> masked retrain -> evaluate. Resumable: the same command "
+            "restarted continues from WORKDIR/checkpoints.",
+            80,
+        ),
+        epilog=(
+            "Values come from train.Config's defaults (shown), overridden by --config,\n"
+            "overridden by the options given; every value is checked before any work starts.\n"
+            "Outputs in WORKDIR (the final table, table.md, is also printed):\n"
+            + textwrap.fill(OUTPUTS, 78, initial_indent="  ", subsequent_indent="  ")
+            + "\n\nexample:\n"
+            "  python -m experiments.mnist --model lenet300_100 --sparsity 0.95 \\\n"
+            "      --pretrain-epochs 5 --workdir /tmp/run"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--workdir", required=True, help="output and checkpoint directory")
-    p.add_argument("--config", help="a config file from experiments/configs (Python, get_config())")
     p.add_argument(
-        "--model", choices=sorted(models_lib.MODELS), help="model (required without --config)"
+        "--workdir",
+        required=True,
+        help="output and checkpoint directory, created if missing; it holds one run (required)",
     )
     p.add_argument(
-        "--sparsity", type=parse_sparsity,
-        help="fraction pruned: one number for every kernel, or 'pattern=fraction,...'",
-    )  # fmt: skip
-    for name, (typ, text) in OPTIONS.items():
-        default = getattr(DEFAULTS, name)
+        "--config",
+        help="Python config file defining get_config() -> dict of train.Config fields, "
+        "e.g. experiments/configs/lenet300_100.py [default: none]",
+    )
+    p.add_argument(
+        "--model",
+        choices=sorted(models_lib.MODELS),
+        help="model to prune [default: the config's; required without --config]",
+    )
+    p.add_argument(
+        "--sparsity",
+        type=parse_sparsity,
+        help="fraction of weights pruned, in [0, 1): one number for every kernel, or "
+        "'pattern=fraction,...' over parameter paths (glob patterns such as fc1/kernel, "
+        "conv*/kernel); biases stay dense [default: the config's; required without --config]",
+    )
+    for name, (typ, rule, text) in OPTIONS.items():
+        default = DEFAULT_TEXT.get(name, getattr(DEFAULTS, name))
+        kwargs: dict[str, Any] = {"type": _checked(typ, rule)}
+        if rule == "schedule":
+            kwargs = {"choices": SCHEDULES}
         p.add_argument(
             "--" + name.replace("_", "-"),
-            type=typ,
             default=None,
             help=f"{text} [default: {default}]",
+            **kwargs,
         )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
-        "--coordinator", help="multi-host: coordinator host:port (or $ADMMJAX_COORDINATOR)"
+        "--no-progress",
+        action="store_true",
+        help="no progress bars [default: bars when stderr is a terminal]",
     )
-    p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
-    p.add_argument("--process-id", type=int, help="multi-host: this process's index")
+    p.add_argument(
+        "--coordinator",
+        help="multi-host: host:port of process 0's coordinator [default: $ADMMJAX_COORDINATOR]",
+    )
+    p.add_argument(
+        "--num-processes",
+        type=_checked(int, ">0"),
+        help="multi-host: number of processes, a count [default: $ADMMJAX_NUM_PROCESSES, else 1]",
+    )
+    p.add_argument(
+        "--process-id",
+        type=_checked(int, ">=0"),
+        help="multi-host: this process's index in [0, NUM_PROCESSES) "
+        "[default: $ADMMJAX_PROCESS_ID]",
+    )
     return p
 
 
+# --------------------------------------------------------------------------- checks
+
+
 def load_config_file(path: str) -> dict[str, Any]:
+    """The dict of ``get_config()`` in ``path``; ValueError naming what is wrong."""
     if not os.path.isfile(path):
-        raise SystemExit(f"error: --config {path!r} is not a file")
-    values = runpy.run_path(path)["get_config"]()
+        raise ValueError(f"--config {path!r} is not a file")
+    try:
+        namespace = runpy.run_path(path)
+    except Exception as err:
+        raise ValueError(
+            f"--config {path}: running it failed: {type(err).__name__}: {err}"
+        ) from None
+    if not callable(namespace.get("get_config")):
+        raise ValueError(f"--config {path} defines no get_config() function")
+    values = namespace["get_config"]()
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"--config {path}: get_config() returned {type(values).__name__}, not a dict"
+        )
     unknown = set(values) - {f.name for f in dataclasses.fields(train.Config)}
     if unknown:
-        raise SystemExit(f"error: config {path} sets unknown fields {sorted(unknown)}")
+        raise ValueError(f"config {path} sets unknown fields {sorted(unknown)}")
     return values
 
 
 def config_from_args(args: argparse.Namespace) -> train.Config:
+    """The run's Config: train.Config's defaults < the config file < the options."""
     values = load_config_file(args.config) if args.config else {}
     if args.model:
         values["model"] = args.model
     if "model" not in values:
-        raise SystemExit("error: give --model or --config")
+        raise ValueError("give --model or --config")
     if args.sparsity:
         values["sparsity"] = args.sparsity
+    if not values.get("sparsity"):
+        raise ValueError(
+            "give --sparsity (e.g. 0.9, or 'fc1/kernel=0.96,fc2/kernel=0.93') or a --config "
+            "that sets it"
+        )
+    if not isinstance(values["sparsity"], dict):
+        raise ValueError(
+            f"sparsity must be a dict of path pattern -> fraction, got {values['sparsity']!r}"
+        )
     for name in OPTIONS:
         value = getattr(args, name)
         if value is not None:
@@ -139,21 +349,108 @@ def config_from_args(args: argparse.Namespace) -> train.Config:
     return train.Config(**values)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
-    # Before any JAX computation: joins the other hosts (a no-op for one process).
-    parallel.initialize(args.coordinator, args.num_processes, args.process_id)
-    cfg = config_from_args(args)
+def check_dataset(name: str, data_dir: str | None) -> None:
+    """An existing TFDS builder with MNIST-like features; reads metadata only, no data."""
+    import tensorflow_datasets as tfds
+
+    from experiments import data as data_lib
+
     try:
-        cfg.validate()
+        builder = tfds.builder(name, data_dir=os.fspath(data_lib.tfds_data_dir(data_dir)))
+    except tfds.core.DatasetNotFoundError:
+        base = name.split(":")[0].split("/")[0]
+        close = difflib.get_close_matches(
+            base, tfds.list_builders(with_community_datasets=False), n=3
+        )
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(
+            f"unknown dataset {name!r}: TFDS has no builder of that name{hint}; "
+            f"MNIST-like ones include {', '.join(data_lib.IDX_DATASETS)}"
+        ) from None
+    except Exception as err:  # e.g. a version or config that does not exist
+        raise ValueError(f"dataset {name!r}: {type(err).__name__}: {err}") from None
+    data_lib.check_features(builder.info.features, name)
+
+
+def check_paths(cfg: train.Config, workdir: str) -> None:
+    """Paths the options name: the workdir must be a directory (or not exist yet); the data
+    dir and the pretrained params, when given, must exist."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir {workdir!r} exists and is not a directory")
+    if cfg.data_dir is not None and not os.path.isdir(os.path.expanduser(cfg.data_dir)):
+        raise ValueError(f"data_dir {cfg.data_dir!r} is not a directory")
+    if cfg.pretrained is not None and not os.path.isdir(cfg.pretrained):
+        raise ValueError(
+            f"pretrained {cfg.pretrained!r} is not a directory (a workdir or a params checkpoint)"
+        )
+
+
+def check_config(cfg: train.Config) -> None:
+    """What train.Config.validate leaves to later stages, checked up front."""
+    if cfg.seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {cfg.seed}")
+    if not (math.isfinite(cfg.eps) and cfg.eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {cfg.eps}")
+    if 0 < cfg.train_subset < cfg.batch_size:
+        raise ValueError(
+            f"train_subset {cfg.train_subset} is smaller than one batch ({cfg.batch_size} images)"
+        )
+    # Sparsity patterns must match parameters of the model (shapes only: no compute).
+    kwargs = {"dropout": cfg.dropout} if cfg.dropout else {}
+    abstract = jax.eval_shape(
+        lambda: models_lib.functional(models_lib.create_model(cfg.model, seed=0, **kwargs))[1]
+    )
+    admmjax.sparsity_by_path(abstract, cfg.sparsity)
+
+
+def check_workdir(cfg: train.Config, workdir: str) -> None:
+    """Refuses a workdir holding a checkpoint of another run (model, data or recipe)."""
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        return
+    from admmjax.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(ckpt_dir)
+    try:
+        if ckpt.latest_step() is not None:
+            train.check_same_run(ckpt.metadata()["config"], cfg, os.path.abspath(workdir))
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise WorkdirError(str(err)) from None
+    finally:
+        ckpt.close()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        check_paths(cfg, args.workdir)
+        check_dataset(cfg.dataset, cfg.data_dir)
+        # Before any JAX computation: joins the other hosts (a no-op for one process).
+        parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+        cfg.validate()
+        check_config(cfg)
+    except ValueError as err:
+        parser.error(str(err))
+    check_workdir(cfg, args.workdir)
     summary = train.run(cfg, args.workdir)
     if jax.process_index() == 0:
         with open(os.path.join(args.workdir, "table.md")) as f:
-            print(f.read())
+            print(f.read().rstrip())
+        print(f"\nOutputs in {os.path.abspath(args.workdir)}: {OUTPUTS}.")
     return summary
 
 
+def _cli(argv: list[str]) -> None:
+    try:
+        main(argv)
+    except WorkdirError as err:
+        build_parser().error(str(err))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    _cli(sys.argv[1:])
