@@ -13,6 +13,7 @@ are nonzero. The selection is an ``O(n)`` radix select (see ``_select``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -44,8 +45,14 @@ def check_finite(path: str, leaf: Any) -> None:
         )
 
 
-def leaf_masks(tree: PyTree, targets: PyTree) -> tuple[Any, list]:
-    """Per-leaf keep masks (``None`` for dense leaves) for ``tree`` under ``targets``."""
+def leaf_masks(
+    tree: PyTree, targets: PyTree, mask_fn: Callable[[Any, Any], jax.Array] = keep_mask
+) -> tuple[Any, list]:
+    """Per-leaf keep masks (``None`` for dense leaves) for ``tree`` under ``targets``.
+
+    ``mask_fn(leaf, k)`` selects the ``k`` kept entries of one leaf (default
+    :func:`keep_mask`; ``admmjax.parallel`` passes its sharded variant).
+    """
     treedef, leaves = resolve_targets(tree, targets)
     masks = []
     for t in leaves:
@@ -53,7 +60,7 @@ def leaf_masks(tree: PyTree, targets: PyTree) -> tuple[Any, list]:
             masks.append(None)
             continue
         check_finite(t.path, t.leaf)
-        masks.append(keep_mask(t.leaf, keep_count(t.spec, int(np.prod(jnp.shape(t.leaf))))))
+        masks.append(mask_fn(t.leaf, keep_count(t.spec, int(np.prod(jnp.shape(t.leaf))))))
     return treedef, masks
 
 

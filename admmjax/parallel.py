@@ -60,9 +60,8 @@ from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from admmjax._projections import _apply, check_finite
+from admmjax._projections import _apply, leaf_masks
 from admmjax._select import _kth_largest_key, magnitude_keys
-from admmjax._sparsity import keep_count, resolve_targets
 
 PyTree = Any
 
@@ -446,13 +445,5 @@ def project_sharded(tree: PyTree, targets: PyTree, mesh: Mesh, axis: str = "data
     gathered, and the projected leaf keeps the split. Jittable (``Keep`` counts and
     sparsities may be traced); concrete leaves holding NaN raise as in ``project``.
     """
-    treedef, leaves = resolve_targets(tree, targets)
-    masks = []
-    for t in leaves:
-        if t.spec is None:
-            masks.append(None)
-            continue
-        check_finite(t.path, t.leaf)
-        k = keep_count(t.spec, math.prod(jnp.shape(t.leaf)))
-        masks.append(keep_mask_sharded(t.leaf, k, mesh, axis))
+    treedef, masks = leaf_masks(tree, targets, lambda x, k: keep_mask_sharded(x, k, mesh, axis))
     return treedef.unflatten(_apply(treedef.flatten_up_to(tree), masks))

@@ -21,10 +21,8 @@ command and the machine to ``experiments/results/bench/sparse_inference_<platfor
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shlex
 import stat
 import sys
@@ -38,6 +36,7 @@ import admmjax
 from admmjax.checkpoint import load_pytree
 from admmjax.sparse_io import SUFFIX, load_sparse, save_sparse
 from experiments import evaluate, models
+from experiments.bench.env import environment
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -164,20 +163,6 @@ def format_sizes(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _environment() -> dict[str, Any]:
-    device = jax.devices()[0]
-    return {
-        "platform": device.platform,
-        "device_kind": device.device_kind,
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "jax_version": jax.__version__,
-        "numpy_version": np.__version__,
-        "python": platform.python_version(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-
-
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(
@@ -217,7 +202,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         results.append(res)
 
     if args.bench_json is not None:
-        env = _environment()
+        env = environment()
         default = REPO / "experiments" / "results" / "bench" / "sparse_inference"
         path = Path(args.bench_json or f"{default}_{env['platform']}.json")
         doc = {

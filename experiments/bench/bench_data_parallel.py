@@ -27,11 +27,8 @@ float reduction order. Results go to ``experiments/results/bench/data_parallel_<
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -47,6 +44,7 @@ import optax  # noqa: E402
 
 import admmjax  # noqa: E402
 from admmjax import parallel  # noqa: E402
+from experiments.bench.env import environment  # noqa: E402
 from experiments.models import count_params, create_model, functional  # noqa: E402
 
 MODELS = ("lenet300_100", "lenet5")
@@ -194,17 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or REPO / "experiments" / "results" / "bench" / name
     result = {
         "benchmark": "ADMM W-step (penalty + adam) throughput, batch sharded, params replicated",
-        "platform": plat,
-        "device_kind": device.device_kind,
-        "device_count": jax.device_count(),
+        **environment(),
         "devices_skipped": skipped,
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "jax_version": jax.__version__,
-        "numpy_version": np.__version__,
-        "python": platform.python_version(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]),
         "batch_size": args.batch_size,
         "steps": args.steps,
         "repeats": args.repeats,
@@ -212,7 +201,6 @@ def main(argv: list[str] | None = None) -> dict:
         "lr": args.lr,
         "sparsity": args.sparsity,
         "statistic": "median over repeats of --steps consecutive steps, after a warm-up step",
-        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "note": note,
         "results": rows,
     }

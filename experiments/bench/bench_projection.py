@@ -25,12 +25,8 @@ a test: it asserts only that the methods agree.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
-import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -45,6 +41,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import admmjax  # noqa: E402
+from experiments.bench.env import environment  # noqa: E402
 
 METHODS = ("radix", "top_k", "sort", "np.partition")
 
@@ -188,22 +185,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {
         "benchmark": "keep the k largest |x| of one float32 leaf (exact, index tie-break)",
-        "platform": plat,
-        "device_kind": device.device_kind,
-        "device_count": jax.device_count(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "jax_version": jax.__version__,
-        "numpy_version": np.__version__,
-        "python": platform.python_version(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]),
+        **environment(),
         "sparsity": args.sparsity,
         "repeats": args.repeats,
         "seed": args.seed,
         "statistic": "median of timed calls after one warm-up (compile) call",
-        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "results": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
