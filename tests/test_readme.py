@@ -26,3 +26,15 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert commands[1] in ci.splitlines()
     assert re.search(r"pytest", commands[1]) and "experiments.mnist" in commands[0]
+
+
+def test_readme_lists_every_cli_option():
+    from experiments import mnist
+
+    flags = [
+        max(a.option_strings, key=len)
+        for a in mnist.build_parser()._actions
+        if a.option_strings and a.dest != "help"
+    ]
+    missing = [f for f in flags if f"| `{f}` |" not in README]
+    assert not missing, f"README's CLI table lacks {missing}"
