@@ -340,18 +340,26 @@ def _fresh_meta(cfg: Config) -> dict[str, Any]:
     }
 
 
-# Config fields that may change between a run and its resumption (budgets stay fixed:
-# a different budget would silently change the result of the run).
-_RESUMABLE_CHANGES = {"progress", "data_dir", "checkpoint_every", "eval_batch_size"}
+# Config fields that may change between a run and its resumption: where the data lives,
+# bookkeeping, and the device layout (a resumed run may land on another machine). The
+# recipe stays fixed: a different budget would silently change the result of the run.
+_RESUMABLE_CHANGES = {
+    "progress", "data_dir", "checkpoint_every", "eval_batch_size", "devices", "shard_min_size",
+}  # fmt: skip
 
 
 def check_same_run(saved: dict[str, Any], cfg: Config, workdir: str) -> None:
-    """A workdir holds one run: refuse to resume it with another model or recipe."""
+    """A workdir holds one run: refuse to resume it with another model or recipe.
+
+    A field missing from ``saved`` (a checkpoint older than the field) counts as its
+    default value.
+    """
     now = dataclasses.asdict(cfg)
+    defaults = dataclasses.asdict(Config())
     diff = {
-        k: (saved.get(k), v)
+        k: (saved.get(k, defaults[k]), v)
         for k, v in now.items()
-        if k not in _RESUMABLE_CHANGES and saved.get(k) != v
+        if k not in _RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v
     }
     if diff:
         lines = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))

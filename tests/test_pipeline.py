@@ -188,3 +188,14 @@ def test_one_and_four_devices_give_the_same_run(tmp_path, mnist_dir):
         np.testing.assert_array_equal(a != 0, b != 0)  # the same masks
         np.testing.assert_allclose(a, b, atol=1e-4)
     assert abs(s1["pruned_accuracy"] - s4["pruned_accuracy"]) < 0.01
+
+
+def test_check_same_run_allows_layout_changes_and_old_checkpoints():
+    cfg = train.Config(model="lenet5", sparsity={"fc1/kernel": 0.9})
+    saved = dict(vars(cfg))
+    saved.pop("augment_shift")  # a checkpoint written before the field existed
+    saved["devices"], saved["data_dir"] = 8, "/elsewhere"
+    train.check_same_run(saved, cfg, "w")  # same recipe: resumes
+    saved["rho"] = 2 * cfg.rho
+    with pytest.raises(ValueError, match="rho: saved"):
+        train.check_same_run(saved, cfg, "w")
