@@ -497,6 +497,7 @@ def run_stage(
     partial_sum, loss_count = meta.get("loss_acc", [0.0, 0])
     loss_sum = jnp.asarray(partial_sum, jnp.float32)
     bar = _progress(cfg, stage, start, total)
+    postfix: dict[str, str] = {}  # loss of the last log window; W's accuracy in ADMM
     for step, x, y in pipe.batches(stage, start):
         if step >= total:
             break
@@ -512,12 +513,15 @@ def run_stage(
                 )
             meta["loss"].append([stage, done, mean])
             loss_sum, loss_count = jnp.zeros(()), 0
-            bar.set_postfix(loss=f"{mean:.4f}")
+            postfix["loss"] = f"{mean:.4f}"
+            bar.set_postfix(postfix)
         bar.update(1)
         if stage == "admm" and done % period == 0:
             admm_state, info = pipe._admm_update(admm_state, params)
             meta["admm"].append(_admm_record(pipe, params, admm_state, info, done // period))
             rec = meta["admm"][-1]
+            postfix["acc"] = f"{rec['accuracy']:.4f}"
+            bar.set_postfix(postfix)
             pipe.log(
                 f"ADMM iteration {rec['iteration']}/{cfg.admm_iterations}: primal "
                 f"{rec['primal_total']:.4g} dual {rec['dual_total']:.4g} "
@@ -555,7 +559,7 @@ def _admm_record(pipe, params, admm_state, info, iteration) -> dict[str, Any]:
 
 class _NoBar:
     def update(self, n: int) -> None: ...
-    def set_postfix(self, **kw: Any) -> None: ...
+    def set_postfix(self, *args: Any, **kw: Any) -> None: ...
     def close(self) -> None: ...
 
 
