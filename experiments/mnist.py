@@ -405,19 +405,10 @@ def check_config(cfg: train.Config) -> None:
 
 def check_workdir(cfg: train.Config, workdir: str) -> None:
     """Refuses a workdir holding a checkpoint of another run (model, data or recipe)."""
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(ckpt_dir):
-        return
-    from admmjax.checkpoint import Checkpointer
-
-    ckpt = Checkpointer(ckpt_dir)
     try:
-        if ckpt.latest_step() is not None:
-            train.check_same_run(ckpt.metadata()["config"], cfg, os.path.abspath(workdir))
+        train.saved_run(cfg, workdir)
     except ValueError as err:
         raise WorkdirError(str(err)) from None
-    finally:
-        ckpt.close()
 
 
 # --------------------------------------------------------------------------- main

@@ -369,6 +369,27 @@ def check_same_run(saved: dict[str, Any], cfg: Config, workdir: str) -> None:
         )
 
 
+def saved_run(cfg: Config, workdir: str) -> dict[str, Any] | None:
+    """The metadata of ``workdir``'s latest checkpoint, or ``None`` when there is none.
+
+    Raises ``ValueError`` (via :func:`check_same_run`) when the checkpoint belongs to
+    another run. Reads only the JSON metadata, so it is cheap to call before any data
+    is loaded.
+    """
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        return None
+    ckpt = Checkpointer(ckpt_dir)
+    try:
+        if ckpt.latest_step() is None:
+            return None
+        meta = ckpt.metadata()
+    finally:
+        ckpt.close()
+    check_same_run(meta["config"], cfg, os.path.abspath(workdir))
+    return meta
+
+
 def load_dense_params(path: str, like: Any) -> Any:
     """Dense params from a workdir (its ``dense/``) or a params checkpoint directory."""
     candidate = os.path.join(path, "dense")
@@ -380,18 +401,14 @@ def run(cfg: Config, workdir: str, *, log: Callable[[str], None] = print) -> dic
     """Runs (or resumes) the whole pipeline in ``workdir``; returns the summary dict."""
     cfg.validate()
     workdir = os.path.abspath(workdir)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    resuming = os.path.isdir(ckpt_dir) and Checkpointer(ckpt_dir).latest_step() is not None
-    if resuming:  # refuse a foreign workdir before loading any data
-        check_same_run(Checkpointer(ckpt_dir).metadata()["config"], cfg, workdir)
+    saved = saved_run(cfg, workdir)  # refuses a foreign workdir before loading any data
     pipe = Pipeline(cfg, workdir, log=log)
     os.makedirs(workdir, exist_ok=True)
-    ckpt = Checkpointer(ckpt_dir, max_to_keep=2)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
     params = pipe.init_params
     opt_state = admm_state = None
-    if resuming:
-        meta = ckpt.metadata()
-        like = _template(pipe, meta["stage"])
+    if saved is not None:
+        like = _template(pipe, saved["stage"])
         tree, meta = ckpt.restore(like)
         params, opt_state, admm_state = tree["params"], tree["opt_state"], tree["admm"]
         log(f"resumed {meta['stage']} at step {meta['step']} from {ckpt.directory}")
