@@ -1,0 +1,210 @@
+"""Training epoch time of the real pipeline under XLA flags, device layouts and batch sizes.
+
+Each configuration runs in its own process (XLA flags and the CPU device count are
+fixed when JAX's backend starts) and times the real training loop of
+``experiments.train``: ``Pipeline.batches`` (host-side shuffling, slicing and
+device transfer) feeding the jitted ``admmjax.make_train_step`` with the pretrain
+transform (L2 + Adam) on real MNIST. After ``--warmup`` steps (compilation), ``--steps``
+steps are timed; the epoch time is that per-step time times the steps of one epoch
+(60,000 / batch). The same process also times the parts of one step on a fixed batch
+(forward pass; loss and gradient; the whole step) to show what limits it.
+
+Configurations are measured round-robin (``--rounds`` times each, median reported) so
+a change in the machine's load hits all of them alike; ratios are against the first
+configuration (XLA's default kernels, one device, batch 128).
+
+    python experiments/bench/bench_epoch.py            # LeNet-5 and LeNet-300-100, all configs
+    python experiments/bench/bench_epoch.py --quick    # CI smoke run, a few steps each
+
+Writes ``experiments/results/bench/epoch_<platform>.json`` (``--quick``:
+``epoch_<platform>_quick.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: make `admmjax`, `experiments` importable
+    sys.path.insert(0, str(REPO))
+
+from experiments.cpu_kernels import OPT_OUT, YNN_FLAG  # noqa: E402
+
+ONEDNN_FLAG = "--xla_cpu_use_onednn=true"
+# name -> (XLA_FLAGS, CPU devices, global batch)
+CONFIGS: dict[str, tuple[str, int, int]] = {
+    "default": ("", 1, 128),
+    "default, 2 devices": ("", 2, 128),
+    "oneDNN": (ONEDNN_FLAG, 1, 128),
+    "YNNPACK (ours)": (YNN_FLAG, 1, 128),
+    "YNNPACK, 2 devices": (YNN_FLAG, 2, 128),
+    "YNNPACK, batch 256": (YNN_FLAG, 1, 256),
+}
+QUICK_CONFIGS = ("default", "YNNPACK (ours)")
+
+
+def _time(fn, n: int) -> float:
+    """Seconds per call of ``fn`` (which returns something to block on), over ``n`` calls."""
+    import jax
+
+    jax.block_until_ready(fn())
+    start = time.perf_counter()
+    for _ in range(n):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / n
+
+
+def worker(model: str, steps: int, warmup: int) -> dict:
+    """Runs in the child process: times the pipeline loop and the parts of a step."""
+    import jax
+
+    import admmjax
+    from experiments import data as data_lib
+    from experiments import train
+
+    devices = int(os.environ["BENCH_DEVICES"])
+    batch = int(os.environ["BENCH_BATCH"])
+    jax.config.update("jax_num_cpu_devices", devices)
+    cfg = train.Config(
+        model=model, batch_size=batch, devices=devices, sparsity={"fc1/kernel": 0.9},
+        progress=False,
+    )  # fmt: skip
+    pipe = train.Pipeline(cfg, "/tmp/unused-bench-workdir", log=lambda s: None)
+    tx = pipe.transform("pretrain")
+    step_fn = admmjax.make_train_step(pipe.loss_fn, tx, donate=False)
+    params = pipe.init_params
+    opt_state = pipe.replicate(tx.init(params))
+    key = jax.random.key(0)
+    batches = pipe.batches("pretrain", 0)
+    start = None
+    for i, (step, x, y) in enumerate(batches):
+        if i == warmup:
+            jax.block_until_ready(params)
+            start = time.perf_counter()
+        if i == warmup + steps:
+            break
+        params, opt_state, loss = step_fn(params, opt_state, x, y, jax.random.fold_in(key, step))
+    jax.block_until_ready(params)
+    per_step = (time.perf_counter() - start) / steps
+
+    # Parts of one step on one fixed batch: forward, loss + gradient, the whole step.
+    _, x, y = next(pipe.batches("pretrain", 0))
+    rng = jax.random.key(1)
+    apply = pipe.apply_fn
+    forward = jax.jit(lambda p, x: apply(p, data_lib.to_float(x), True, rng))
+    grad = jax.jit(jax.grad(pipe.loss_fn))
+    n = max(3, steps // 2)
+    parts = {
+        "forward_ms": 1e3 * _time(lambda: forward(params, x), n),
+        "loss_and_grad_ms": 1e3 * _time(lambda: grad(params, x, y, rng), n),
+        "whole_step_ms": 1e3 * _time(lambda: step_fn(params, opt_state, x, y, rng)[2], n),
+    }
+    return {
+        "ms_per_step": 1e3 * per_step,
+        "epoch_seconds": per_step * data_lib.steps_per_epoch(60000, batch),
+        "final_loss": float(loss),
+        "devices": jax.device_count(),
+        **parts,
+    }
+
+
+def measure(name: str, model: str, steps: int, warmup: int) -> dict:
+    flags, devices, batch = CONFIGS[name]
+    env = dict(os.environ, XLA_FLAGS=flags, BENCH_DEVICES=str(devices), BENCH_BATCH=str(batch))
+    env[OPT_OUT] = "0"  # the flags above are the whole story for this process
+    cmd = [sys.executable, __file__, "--worker", model, "--steps", str(steps)]
+    cmd += ["--warmup", str(warmup)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(
+            f"{name} / {model} failed (exit {out.returncode}):\n{out.stderr[-3000:]}"
+        )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="lenet5,lenet300_100", help="comma-separated models")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names")
+    parser.add_argument("--steps", type=int, default=120, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps (compilation)")
+    parser.add_argument("--rounds", type=int, default=3, help="round-robin repetitions")
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: 2 configs, 8 steps")
+    parser.add_argument("--out", default=None, help="JSON path (default: results/bench/)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.steps, args.warmup)))
+        return {}
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if args.quick:
+        configs, args.steps, args.warmup, args.rounds = list(QUICK_CONFIGS), 8, 2, 1
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+
+    from experiments.bench.env import environment
+
+    runs: dict[str, dict[str, list[dict]]] = {m: {c: [] for c in configs} for m in models}
+    for r in range(args.rounds):
+        for model in models:
+            for name in configs:
+                res = measure(name, model, args.steps, args.warmup)
+                runs[model][name].append(res)
+                print(
+                    f"round {r + 1} {model:13s} {name:22s} {res['ms_per_step']:7.1f} ms/step "
+                    f"{res['epoch_seconds']:6.1f} s/epoch", flush=True,
+                )  # fmt: skip
+    table = {}
+    for model in models:
+        base = statistics.median(x["ms_per_step"] for x in runs[model][configs[0]])
+        table[model] = {}
+        for name in configs:
+            med = {
+                k: statistics.median(x[k] for x in runs[model][name])
+                for k in ("ms_per_step", "epoch_seconds", "forward_ms", "loss_and_grad_ms",
+                          "whole_step_ms")
+            }  # fmt: skip
+            flags, devices, batch = CONFIGS[name]
+            med.update(
+                xla_flags=flags, devices=devices, batch=batch,
+                speedup_vs_first=base / med["ms_per_step"],
+            )  # fmt: skip
+            table[model][name] = med
+    print(f"\nmedian of {args.rounds} round(s), {args.steps} steps each:")
+    print("| model | config | ms/step | s/epoch | speed-up | fwd ms | fwd+bwd ms | step ms |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for model, rows in table.items():
+        for name, t in rows.items():
+            print(
+                f"| {model} | {name} | {t['ms_per_step']:.1f} | {t['epoch_seconds']:.1f} | "
+                f"{t['speedup_vs_first']:.2f}x | {t['forward_ms']:.1f} | "
+                f"{t['loss_and_grad_ms']:.1f} | {t['whole_step_ms']:.1f} |"
+            )
+    env = environment()
+    result = {
+        "environment": env,
+        "settings": {"steps": args.steps, "warmup": args.warmup, "rounds": args.rounds},
+        "results": table,
+        "runs": runs,
+    }
+    suffix = "_quick" if args.quick else ""
+    default = REPO / "experiments/results/bench" / f"epoch_{env['platform']}{suffix}.json"
+    out = Path(args.out or default)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
