@@ -94,6 +94,12 @@ OPTIONS: dict[str, tuple[type, str | None, str]] = {
         "skip pretraining: load the dense params from this workdir (its dense/) or "
         "params checkpoint directory",
     ),
+    "carry_masks": (
+        bool,
+        None,
+        "with --pretrained: weights that are exactly zero there stay zero (progressive "
+        "ADMM, each stage starting from the last one's pruned model), true or false",
+    ),
     "pretrain_epochs": (float, ">=0", "pretraining budget, in epochs (fractions allowed)"),
     "pretrain_steps": (
         int,
@@ -177,6 +183,10 @@ def _checked(typ: type, rule: str | None) -> Callable[[str], Any]:
     """An argparse ``type`` converting with ``typ`` and enforcing ``rule``."""
 
     def parse(text: str) -> Any:
+        if typ is bool:
+            if text.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+            return text.strip().lower() in ("true", "1", "yes")
         value = typ(text)  # ValueError -> argparse's "invalid int/float value"
         if rule is None:
             return value

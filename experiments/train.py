@@ -61,6 +61,9 @@ class Config:
     weight_decay: float = 5e-5
     # Pretraining (skipped when `pretrained` names a dense params checkpoint or workdir).
     pretrained: str | None = None
+    # With `pretrained`: weights that are exactly zero there stay zero through ADMM and
+    # retraining (progressive ADMM: each stage starts from the last stage's pruned model).
+    carry_masks: bool = False
     pretrain_epochs: float = 10.0
     pretrain_steps: int = 0
     pretrain_lr: float = 1e-3
@@ -256,7 +259,9 @@ class Pipeline:
             return adam_with_l2(lr_schedule(c.pretrain_lr, c.pretrain_schedule, n), c.weight_decay)
         if stage == "admm":
             lr = lr_schedule(c.admm_lr, c.admm_schedule, self.admm_period())
-            return optax.chain(admmjax.penalty(rho_schedule(c)), adam_with_l2(lr, c.weight_decay))
+            tx = optax.chain(admmjax.penalty(rho_schedule(c)), adam_with_l2(lr, c.weight_decay))
+            # Progressive ADMM: the last stage's pruned weights stay at exactly zero.
+            return admmjax.keep_pruned(tx, masks) if c.carry_masks else tx
         if stage == "retrain":
             lr = lr_schedule(c.retrain_lr, c.retrain_schedule, n)
             return admmjax.keep_pruned(optax.adam(lr), masks)
@@ -472,8 +477,20 @@ def _finish_pretrain(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[
     return meta
 
 
+def nonzero_masks(params: Any, targets: Any) -> Any:
+    """``params != 0`` at each targeted leaf, ``None`` elsewhere (the masks a pruned
+    model carries into the next stage of progressive ADMM)."""
+    treedef = jax.tree.structure(params)
+    leaves = treedef.flatten_up_to(params)
+    specs = treedef.flatten_up_to(targets)
+    return treedef.unflatten(
+        [None if t is None else leaf != 0 for leaf, t in zip(leaves, specs, strict=True)]
+    )
+
+
 def _begin_admm(pipe: Pipeline, params: Any) -> tuple[Any, admmjax.ADMMState]:
-    return pipe.transform("admm").init(params), admmjax.init(params, pipe.targets)
+    masks = nonzero_masks(params, pipe.targets) if pipe.cfg.carry_masks else None
+    return pipe.transform("admm", masks).init(params), admmjax.init(params, pipe.targets)
 
 
 def _template(pipe: Pipeline, stage: str) -> dict[str, Any]:
@@ -504,7 +521,7 @@ def run_stage(
     total = pipe.stage_steps(stage)
     # Restored or freshly initialised state may sit on one device; put it on the mesh.
     params, opt_state, admm_state = pipe.replicate((params, opt_state, admm_state))
-    masks = opt_state.masks if stage == "retrain" else None
+    masks = opt_state.masks if isinstance(opt_state, admmjax.KeepPrunedState) else None
     step_fn = admmjax.make_train_step(pipe.loss_fn, pipe.transform(stage, masks), donate=False)
     ckpt_every = cfg.checkpoint_every or pipe.steps_per_epoch
     period = pipe.admm_period()

@@ -1,0 +1,139 @@
+"""Progressive ADMM: stages of increasing sparsity, each warm-started from the last.
+
+One ADMM pass to a very high compression starts far from its constraint set; the
+progressive scheme (Ye et al., 2018, after this paper) reaches it in stages: stage
+``k`` runs the whole ADMM pipeline (W/Z/U iterations, hard prune, masked retraining)
+from stage ``k-1``'s pruned model, with the weights pruned so far held at exactly
+zero (``carry_masks``) and a higher sparsity target. Each stage may change any field
+of :class:`experiments.train.Config` (``rho``, ``rho_growth``, the learning rates and
+budgets), which is how rho and learning rate are scheduled per stage.
+
+    python -m experiments.progressive --config experiments/configs/lenet5_progressive.py \\
+        --workdir workdirs/lenet5_progressive
+
+A config file defines ``get_config()`` returning ``{"base": {...}, "stages": [{...}, ...]}``:
+``base`` holds the fields every stage shares; each stage dict overrides some of them
+and must give ``sparsity``. Stage ``k`` lives in ``WORKDIR/stage_<k>`` and is an
+ordinary resumable run, so a killed progressive run restarted with the same command
+goes on from its last checkpoint. ``WORKDIR/progressive.json`` and
+``WORKDIR/progressive.md`` summarise the stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import runpy
+from typing import Any
+
+from experiments import train
+
+
+def stage_configs(spec: dict[str, Any]) -> list[train.Config]:
+    """The :class:`train.Config` of every stage; errors name the stage and the field."""
+    if not isinstance(spec, dict) or set(spec) - {"base", "stages"} or "stages" not in spec:
+        raise ValueError("a progressive config is {'base': {...}, 'stages': [{...}, ...]}")
+    base = dict(spec.get("base", {}))
+    stages = spec["stages"]
+    if not isinstance(stages, list) or not stages:
+        raise ValueError("'stages' must be a non-empty list of dicts of Config fields")
+    known = {f.name for f in dataclasses.fields(train.Config)}
+    configs = []
+    previous: dict[str, float] = {}
+    for k, overrides in enumerate(stages, start=1):
+        fields = {**base, **overrides}
+        if unknown := set(fields) - known:
+            raise ValueError(f"stage {k}: unknown Config fields {sorted(unknown)}")
+        if "sparsity" not in overrides and k > 1:
+            raise ValueError(f"stage {k} gives no 'sparsity' (each stage prunes further)")
+        for pattern, s in previous.items():
+            now = fields.get("sparsity", {}).get(pattern)
+            if now is None or now < s:
+                raise ValueError(
+                    f"stage {k}: sparsity of {pattern!r} is {now!r}, below stage {k - 1}'s "
+                    f"{s}; progressive stages may only prune more"
+                )
+        cfg = train.Config(**fields)
+        cfg.validate()
+        configs.append(cfg)
+        previous = dict(cfg.sparsity)
+    return configs
+
+
+def run(spec: dict[str, Any], workdir: str, log=print) -> list[dict[str, Any]]:
+    """Runs (or resumes) every stage; returns their summaries."""
+    configs = stage_configs(spec)
+    workdir = os.path.abspath(workdir)
+    summaries = []
+    for k, cfg in enumerate(configs, start=1):
+        stage_dir = os.path.join(workdir, f"stage_{k}")
+        if k > 1:  # warm start from the last stage's pruned model, its zeros kept
+            prev = os.path.join(workdir, f"stage_{k - 1}", "pruned")
+            cfg = dataclasses.replace(cfg, pretrained=prev, carry_masks=True)
+        log(f"progressive stage {k}/{len(configs)} in {stage_dir}")
+        summary = train.run(cfg, stage_dir, log=log)
+        summaries.append(summary)
+        log(
+            f"stage {k}: {summary['compression']:.1f}x, test accuracy "
+            f"{100 * summary['pruned_accuracy']:.2f}%"
+        )
+    write_summary(workdir, summaries)
+    return summaries
+
+
+def write_summary(workdir: str, summaries: list[dict[str, Any]]) -> None:
+    rows = [
+        {
+            "stage": k,
+            "compression": s["compression"],
+            "nonzero": s["nonzero"],
+            "hard_prune_accuracy": s["hard_prune_accuracy"],
+            "pruned_accuracy": s["pruned_accuracy"],
+            "validation_accuracy": s.get("validation_accuracy"),
+            "seconds": sum(s["stage_seconds"].values()),
+            "epochs": sum(s["stage_epochs"].values()),
+        }
+        for k, s in enumerate(summaries, start=1)
+    ]
+    with open(os.path.join(workdir, "progressive.json"), "w") as f:
+        json.dump({"stages": rows, "summaries": summaries}, f, indent=2)
+    lines = [
+        "| stage | compression | kept weights | after hard prune | retrained (test) | epochs |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['stage']} | {r['compression']:.1f}x | {r['nonzero']:,} | "
+            f"{100 * r['hard_prune_accuracy']:.2f}% | {100 * r['pruned_accuracy']:.2f}% | "
+            f"{r['epochs']:g} |"
+        )
+    with open(os.path.join(workdir, "progressive.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def load_spec(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ValueError(f"--config {path!r} is not a file")
+    namespace = runpy.run_path(path)
+    if not callable(namespace.get("get_config")):
+        raise ValueError(f"--config {path} defines no get_config() function")
+    return namespace["get_config"]()
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="progressive config file (required)")
+    parser.add_argument("--workdir", required=True, help="directory of the stages (required)")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_spec(args.config)
+        stage_configs(spec)
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+    return run(spec, args.workdir)
+
+
+if __name__ == "__main__":
+    main()

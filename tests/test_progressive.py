@@ -1,0 +1,77 @@
+"""Progressive ADMM on real MNIST: stages prune further and keep earlier zeros."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import admmjax
+from admmjax.checkpoint import load_pytree
+from experiments import models, progressive, train
+
+QUICK = {
+    "model": "lenet300_100",
+    "train_subset": 2048,
+    "batch_size": 64,
+    "pretrain_steps": 40,
+    "admm_iterations": 2,
+    "admm_steps": 10,
+    "retrain_steps": 20,
+    "progress": False,
+}
+
+
+def _spec(mnist_dir: str) -> dict:
+    return {
+        "base": {**QUICK, "data_dir": mnist_dir},
+        "stages": [
+            {"sparsity": {"fc1/kernel": 0.8, "fc2/kernel": 0.5}},
+            {"sparsity": {"fc1/kernel": 0.95, "fc2/kernel": 0.7}, "rho": 5e-3},
+        ],
+    }
+
+
+def _pruned(path) -> dict[str, np.ndarray]:
+    _, like, _ = models.functional(models.create_model("lenet300_100", seed=0))
+    params = load_pytree(str(path), like)
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {jax.tree_util.keystr(p, simple=True, separator="/"): np.asarray(v) for p, v in leaves}
+
+
+def test_two_stages_prune_further_and_carry_zeros(tmp_path, mnist_dir):
+    summaries = progressive.run(_spec(mnist_dir), str(tmp_path), log=lambda s: None)
+    first, second = (_pruned(tmp_path / f"stage_{k}" / "pruned") for k in (1, 2))
+    n1, n2 = first["fc1/kernel"].size, first["fc2/kernel"].size
+    assert np.count_nonzero(first["fc1/kernel"]) == n1 - int(0.8 * n1)
+    assert np.count_nonzero(second["fc1/kernel"]) == n1 - int(0.95 * n1)
+    assert np.count_nonzero(second["fc2/kernel"]) == n2 - int(0.7 * n2)
+    for path in ("fc1/kernel", "fc2/kernel"):
+        # Every weight pruned in stage 1 is still exactly zero after stage 2.
+        assert not np.any(second[path][first[path] == 0])
+    assert summaries[1]["compression"] > summaries[0]["compression"]
+    assert summaries[1]["config"]["carry_masks"] is True
+    assert summaries[1]["config"]["rho"] == 5e-3
+    doc = json.loads((tmp_path / "progressive.json").read_text())
+    assert [r["stage"] for r in doc["stages"]] == [1, 2]
+    assert (tmp_path / "progressive.md").read_text().count("\n") == 4
+
+
+def test_carry_masks_keeps_zeros_through_the_admm_w_step():
+    _, params, _ = models.functional(models.create_model("lenet300_100", seed=0))
+    targets = admmjax.sparsity_by_path(params, {"fc1/kernel": 0.5})
+    pruned, _ = admmjax.prune(params, targets)
+    masks = train.nonzero_masks(pruned, targets)
+    assert masks["fc2"]["kernel"] is None
+    assert int(masks["fc1"]["kernel"].sum()) == np.count_nonzero(pruned["fc1"]["kernel"])
+
+
+def test_stages_that_prune_less_are_refused(mnist_dir):
+    spec = _spec(mnist_dir)
+    spec["stages"][1]["sparsity"]["fc2/kernel"] = 0.3
+    with pytest.raises(ValueError, match=r"stage 2: sparsity of 'fc2/kernel' is 0.3"):
+        progressive.stage_configs(spec)
+    with pytest.raises(ValueError, match="unknown Config fields"):
+        progressive.stage_configs({"stages": [{"sparsity": {"fc1/kernel": 0.5}, "lr": 1}]})
