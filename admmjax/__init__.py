@@ -10,6 +10,10 @@ The public API::
     params, masks = admmjax.prune(params, targets)              # hard prune
     tx = admmjax.keep_pruned(optax.adam(1e-3), masks)           # masked retraining
     print(admmjax.sparsity_report(params, targets))
+    targets = admmjax.sparsity_by_path(params, {                # other constraint sets
+        "conv*/kernel": admmjax.Structured(0.5, axis=-1),       # half of the filters
+        "fc1/kernel": admmjax.NM(2, 4),                         # 2:4 along the inputs
+        "fc2/kernel": admmjax.Quantized(1, scale="learned")})   # ternary {-s, 0, s}
     sparse = admmjax.encode_sparse(params)                      # compact per-leaf storage
     params = admmjax.decode_sparse(sparse, like=params)         # exact round trip
 
@@ -18,6 +22,7 @@ Files: ``admmjax.checkpoint`` (orbax) and ``admmjax.sparse_io`` (``save_sparse``
 """
 
 from admmjax._admm import ADMMInfo, ADMMState, init, penalty, penalty_value, update
+from admmjax._constraints import NM, Quantized, SparseQuantized, Structured, freeze_quantized
 from admmjax._export import (
     SparseFormatError,
     SparseLeaf,
@@ -33,6 +38,7 @@ from admmjax._projections import global_to_targets, project, project_global
 from admmjax._report import LeafRow, SparsityReport, sparsity_report
 from admmjax._select import keep_mask, keep_mask_top_k
 from admmjax._sparsity import (
+    Constraint,
     Keep,
     leaf_paths,
     sparsity_by_path,
@@ -45,18 +51,24 @@ from admmjax._step import make_train_step
 __version__ = "0.1.0"
 
 __all__ = [
+    "NM",
     "ADMMInfo",
     "ADMMState",
+    "Constraint",
     "Keep",
     "KeepPrunedState",
     "LeafRow",
+    "Quantized",
     "SparseFormatError",
     "SparseLeaf",
     "SparseParams",
+    "SparseQuantized",
     "SparsityReport",
+    "Structured",
     "apply_masks",
     "decode_sparse",
     "encode_sparse",
+    "freeze_quantized",
     "global_to_targets",
     "init",
     "keep_mask",

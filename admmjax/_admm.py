@@ -1,5 +1,9 @@
 r"""ADMM for cardinality-constrained training (Zhang et al., ECCV 2018).
 
+Any constraint set with a Euclidean projection runs in the same loop: a target leaf
+may be a ``Structured``, ``NM``, ``Quantized`` or ``SparseQuantized`` constraint, and
+the Z-step then projects onto that set (ADMM-NN's pruning and quantization).
+
 The problem :math:`\min_W f(W)` s.t. :math:`\mathrm{card}(W_i) \le l_i` is split as
 :math:`W = Z` with the scaled augmented Lagrangian
 
@@ -29,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from admmjax._projections import _apply, leaf_masks
+from admmjax._projections import leaf_projections
 
 PyTree = Any
 Rho = float | jax.Array | Callable[[jax.Array], jax.Array] | PyTree
@@ -69,11 +73,10 @@ class ADMMInfo(NamedTuple):
 
 def init(params: PyTree, targets: PyTree) -> ADMMState:
     """:math:`Z^0 = \\Pi_S(W^0)`, :math:`U^0 = 0`; ``None`` at leaves without a target."""
-    treedef, masks = leaf_masks(params, targets)
+    treedef, proj = leaf_projections(params, targets)
     leaves = treedef.flatten_up_to(params)
-    z = _apply(leaves, masks)
-    z = [None if m is None else zi for zi, m in zip(z, masks, strict=True)]
-    u = [None if m is None else jnp.zeros_like(w) for w, m in zip(leaves, masks, strict=True)]
+    z = [None if p is None else p[0] for p in proj]
+    u = [None if p is None else jnp.zeros_like(w) for w, p in zip(leaves, proj, strict=True)]
     return ADMMState(treedef.unflatten(z), treedef.unflatten(u), jnp.zeros((), jnp.int32))
 
 
@@ -100,18 +103,18 @@ def update(
     u_old = treedef.flatten_up_to(state.u)
     v = [None if z is None else wi + ui for wi, z, ui in zip(w, z_old, u_old, strict=True)]
     v_tree = treedef.unflatten([vi if vi is not None else wi for vi, wi in zip(v, w, strict=True)])
-    _, masks = leaf_masks(v_tree, targets)
+    _, proj = leaf_projections(v_tree, targets)
     z_new, u_new, primal, dual = [], [], [], []
-    for wi, vi, zo, uo, m in zip(w, v, z_old, u_old, masks, strict=True):
-        if m is None or zo is None:
-            if (m is None) != (zo is None):
+    for wi, zo, uo, p in zip(w, z_old, u_old, proj, strict=True):
+        if p is None or zo is None:
+            if (p is None) != (zo is None):
                 raise ValueError(
                     "targets do not match the ADMM state: a leaf is targeted in one and "
                     "dense in the other; build the state with admmjax.init(params, targets)"
                 )
             z_new.append(None), u_new.append(None), primal.append(None), dual.append(None)
             continue
-        zi = jnp.where(m, vi, jnp.zeros((), vi.dtype))
+        zi = p[0]
         z_new.append(zi)
         u_new.append(uo + wi - zi)
         primal.append(_norm(wi - zi))

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from admmjax._projections import _apply, leaf_masks
+from admmjax._projections import _apply, leaf_projections
 
 PyTree = Any
 
@@ -20,9 +20,17 @@ def prune(params: PyTree, targets: PyTree) -> tuple[PyTree, PyTree]:
     array (``True`` = kept) at each targeted leaf and ``None`` at dense leaves. Each
     mask holds exactly ``k`` ``True`` entries (ties broken by index), even where the
     leaf has fewer than ``k`` nonzeros, so retraining may use the whole budget.
+
+    Constraint leaves are projected onto their sets: ``Structured`` and ``NM`` masks
+    mark the kept slices / the ``n`` of every ``m`` entries; for ``Quantized`` and
+    ``SparseQuantized`` the pruned leaf lies on its levels and the mask marks its
+    nonzeros (pass ``admmjax.freeze_quantized(masks, targets)`` to
+    :func:`keep_pruned` to keep quantized values fixed while the rest retrains).
     """
-    treedef, masks = leaf_masks(params, targets)
-    pruned = _apply(treedef.flatten_up_to(params), masks)
+    treedef, proj = leaf_projections(params, targets)
+    leaves = treedef.flatten_up_to(params)
+    pruned = [x if p is None else p[0] for x, p in zip(leaves, proj, strict=True)]
+    masks = [None if p is None else p[1] for p in proj]
     return treedef.unflatten(pruned), treedef.unflatten(masks)
 
 

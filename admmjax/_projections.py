@@ -9,6 +9,10 @@ keeps the :math:`k` entries of largest :math:`|V|` and zeros the rest: any other
 choice drops a larger square from :math:`\|Z - V\|^2`. Ties are broken by flat
 index (lowest index kept), so exactly :math:`\min(k, \mathrm{nnz}(V))` entries
 are nonzero. The selection is an ``O(n)`` radix select (see ``_select``).
+
+A target leaf may also be a constraint (``admmjax.Structured``, ``admmjax.NM``,
+``admmjax.Quantized``, ``admmjax.SparseQuantized``, see ``_constraints``): the leaf is
+then projected onto that set by the constraint's own exact projection.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 
 from admmjax._select import keep_mask, keep_mask_from_keys, magnitude_keys
 from admmjax._sparsity import (
+    Constraint,
     Include,
     Keep,
     _check_spec,
@@ -50,18 +55,36 @@ def leaf_masks(
 ) -> tuple[Any, list]:
     """Per-leaf keep masks (``None`` for dense leaves) for ``tree`` under ``targets``.
 
-    ``mask_fn(leaf, k)`` selects the ``k`` kept entries of one leaf (default
-    :func:`keep_mask`; ``admmjax.parallel`` passes its sharded variant).
+    ``mask_fn(leaf, k)`` selects the ``k`` kept entries of one cardinality leaf
+    (default :func:`keep_mask`; ``admmjax.parallel`` passes its sharded variant).
+    Constraint leaves get their projection's mask.
+    """
+    treedef, proj = leaf_projections(tree, targets, mask_fn)
+    return treedef, [None if p is None else p[1] for p in proj]
+
+
+def leaf_projections(
+    tree: PyTree, targets: PyTree, mask_fn: Callable[[Any, Any], jax.Array] = keep_mask
+) -> tuple[Any, list]:
+    """Per-leaf ``(projected_leaf, mask)`` (``None`` for dense leaves) under ``targets``.
+
+    Cardinality targets (fractions, ``Keep``) use ``mask_fn`` as in :func:`leaf_masks`
+    and zero the unkept entries; a :class:`Constraint` leaf uses its own projection,
+    whose mask marks the kept support (the nonzeros for quantized sets).
     """
     treedef, leaves = resolve_targets(tree, targets)
-    masks = []
+    out = []
     for t in leaves:
         if t.spec is None:
-            masks.append(None)
+            out.append(None)
             continue
         check_finite(t.path, t.leaf)
-        masks.append(mask_fn(t.leaf, keep_count(t.spec, int(np.prod(jnp.shape(t.leaf))))))
-    return treedef, masks
+        if isinstance(t.spec, Constraint):
+            out.append(t.spec.project(t.leaf))
+            continue
+        mask = mask_fn(t.leaf, keep_count(t.spec, int(np.prod(jnp.shape(t.leaf)))))
+        out.append((_apply([t.leaf], [mask])[0], mask))
+    return treedef, out
 
 
 def _apply(leaves: list, masks: list) -> list:
@@ -72,16 +95,18 @@ def _apply(leaves: list, masks: list) -> list:
 
 
 def project(tree: PyTree, targets: PyTree) -> PyTree:
-    r"""Projects each targeted leaf onto its cardinality set; dense leaves pass through.
+    r"""Projects each targeted leaf onto its constraint set; dense leaves pass through.
 
     Each leaf with target ``s`` keeps exactly ``k = n - floor(s n)`` entries of
     largest magnitude (``Keep(k)`` states ``k`` directly), fewer only when the leaf
-    has fewer nonzeros. Idempotent; jittable (``k`` may be traced); dtype and
-    shape preserved. NaN: a concrete leaf raises ``ValueError``; under ``jit`` NaN
-    entries rank as the largest magnitudes and are kept.
+    has fewer nonzeros. A constraint leaf (``Structured``, ``NM``, ``Quantized``,
+    ``SparseQuantized``) is projected onto its set. Idempotent; jittable (``k`` may
+    be traced); dtype and shape preserved. NaN: a concrete leaf raises ``ValueError``;
+    under ``jit`` NaN entries rank as the largest magnitudes and are kept.
     """
-    treedef, masks = leaf_masks(tree, targets)
-    return treedef.unflatten(_apply(treedef.flatten_up_to(tree), masks))
+    treedef, proj = leaf_projections(tree, targets)
+    leaves = treedef.flatten_up_to(tree)
+    return treedef.unflatten([x if p is None else p[0] for x, p in zip(leaves, proj, strict=True)])
 
 
 def global_masks(tree: PyTree, sparsity: float, include: Include = None) -> tuple[Any, list]:

@@ -5,7 +5,9 @@ A *target* is a pytree with the structure of the params. Each leaf is one of
 * a float ``s`` in ``[0, 1)``: prune a fraction ``s`` of the leaf, i.e. keep exactly
   ``k = n - floor(s * n)`` entries of an ``n``-entry leaf;
 * :class:`Keep` ``(k)``: keep exactly ``k`` entries (the paper's budget ``l_i``);
-* ``None``: leave the leaf dense (biases, norms, embeddings you do not want pruned).
+* ``None``: leave the leaf dense (biases, norms, embeddings you do not want pruned);
+* a :class:`Constraint`: any other constraint set with an exact Euclidean projection
+  (structured, N:M, quantization; see ``admmjax._constraints``).
 
 The same pytree may be written by hand, built by :func:`uniform_sparsity` or
 :func:`sparsity_by_path`, and is accepted everywhere a target is.
@@ -17,7 +19,7 @@ import fnmatch
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +70,49 @@ class Keep:
         return hash(("Keep", int(self.n)))
 
 
+class Constraint:
+    """Base class of constraint-set targets: a static, hashable description of a set S.
+
+    A subclass describes one set per leaf (e.g. "at most 2 nonzeros in every 4
+    consecutive entries") and implements its exact Euclidean projection
+    :math:`\\Pi_S(V) = \\arg\\min_{Z \\in S} \\|Z - V\\|_F`. Subclasses are
+    registered as static pytree nodes (no children): a target tree holding them passes
+    through ``jax.jit`` as part of its structure, so they must be hashable and compare
+    by value (frozen dataclasses).
+
+    Subclasses implement :meth:`validate`, :meth:`max_nonzero` and :meth:`_project`.
+    """
+
+    #: Whether projected leaves lie on a finite set of levels (retraining should freeze them).
+    quantized: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_static(cls)
+
+    def validate(self, path: str, shape: tuple[int, ...]) -> None:
+        """Raises ``ValueError`` naming ``path`` if the constraint does not fit ``shape``."""
+
+    def max_nonzero(self, shape: tuple[int, ...]) -> int:
+        """The most nonzero entries a projected leaf of ``shape`` can have."""
+        return math.prod(shape)
+
+    def project(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(z, mask)``: the projection of ``x`` (same shape and dtype) and its support.
+
+        Jitted with the constraint static, so eager calls compile once per leaf shape.
+        """
+        return _project_jit(self, jnp.asarray(x))
+
+    def _project(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        raise NotImplementedError
+
+
+@jax.jit(static_argnums=0)
+def _project_jit(constraint: Constraint, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return constraint._project(x)
+
+
 def path_str(path: tuple) -> str:
     """``'fc1/kernel'`` for a key path; a trailing NNX ``.value`` is dropped."""
     if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
@@ -85,11 +130,11 @@ class LeafTarget(NamedTuple):
 
     path: str
     leaf: Any
-    spec: Any  # None, a float in [0, 1), or Keep
+    spec: Any  # None, a float in [0, 1), Keep or a Constraint
 
 
 def _is_target_leaf(x: Any) -> bool:
-    return x is None or isinstance(x, Keep)
+    return x is None or isinstance(x, Keep | Constraint)
 
 
 def _check_spec(path: str, spec: Any, size: int) -> Any:
@@ -111,7 +156,8 @@ def _check_spec(path: str, spec: Any, size: int) -> Any:
     if not isinstance(spec, numbers.Real):
         raise TypeError(
             f"target for '{path}' is {spec!r} of type {type(spec).__name__}; "
-            "expected a float sparsity in [0, 1), Keep(n) or None"
+            "expected a float sparsity in [0, 1), Keep(n), a constraint (admmjax.NM, "
+            "admmjax.Structured, admmjax.Quantized, ...) or None"
         )
     spec = float(spec)
     if not math.isfinite(spec):
@@ -153,6 +199,10 @@ def resolve_targets(params: PyTree, targets: PyTree) -> tuple[Any, list[LeafTarg
         p = path_str(path)
         if not _is_target_leaf(spec) and isinstance(spec, Mapping | list | tuple):
             raise ValueError(f"target for '{p}' is a container {spec!r}; expected a leaf")
+        if isinstance(spec, Constraint):
+            spec.validate(p, tuple(jnp.shape(leaf)))
+            out.append(LeafTarget(p, leaf, spec))
+            continue
         out.append(LeafTarget(p, leaf, _check_spec(p, spec, int(np.prod(jnp.shape(leaf))))))
     return treedef, out
 
@@ -174,12 +224,21 @@ def keep_count(spec: Any, size: int) -> int | jax.Array:
 
 
 def target_counts(params: PyTree, targets: PyTree) -> PyTree:
-    """The exact number of entries each target keeps; ``None`` for dense leaves."""
+    """The exact number of entries each target keeps; ``None`` for dense leaves.
+
+    For a :class:`Constraint` leaf it is the most nonzeros the constraint allows
+    (``Constraint.max_nonzero``: the whole leaf for pure quantization).
+    """
     treedef, leaves = resolve_targets(params, targets)
-    counts = [
-        None if t.spec is None else keep_count(t.spec, int(np.prod(jnp.shape(t.leaf))))
-        for t in leaves
-    ]
+    counts = []
+    for t in leaves:
+        shape = tuple(jnp.shape(t.leaf))
+        if t.spec is None:
+            counts.append(None)
+        elif isinstance(t.spec, Constraint):
+            counts.append(t.spec.max_nonzero(shape))
+        else:
+            counts.append(keep_count(t.spec, math.prod(shape)))
     return treedef.unflatten(counts)
 
 
@@ -198,12 +257,15 @@ def _include_fn(include: Include) -> Callable[[str, Any], bool]:
     return lambda path, leaf: any(fnmatch.fnmatchcase(path, pat) for pat in patterns)
 
 
-def uniform_sparsity(params: PyTree, sparsity: float | Keep, include: Include = None) -> PyTree:
+def uniform_sparsity(
+    params: PyTree, sparsity: float | Keep | Constraint, include: Include = None
+) -> PyTree:
     """The same sparsity on every selected leaf, ``None`` (dense) elsewhere.
 
     Args:
       params: the parameter pytree (NNX ``State``, Linen dict, nested dicts...).
-      sparsity: fraction in ``[0, 1)`` to prune from each selected leaf.
+      sparsity: fraction in ``[0, 1)`` to prune from each selected leaf, or any
+        target leaf (``Keep(n)``, a :class:`Constraint` such as ``admmjax.NM(2, 4)``).
       include: which leaves to prune. ``None`` (default) selects leaves with
         ``ndim >= 2`` (kernels; biases stay dense); a callable
         ``(path, leaf) -> bool``; or glob pattern(s) over paths like ``'fc1/kernel'``.
@@ -217,9 +279,13 @@ def uniform_sparsity(params: PyTree, sparsity: float | Keep, include: Include = 
 
 
 def sparsity_by_path(
-    params: PyTree, patterns: Mapping[str, float | Keep | None], default: Any = None
+    params: PyTree, patterns: Mapping[str, float | Keep | Constraint | None], default: Any = None
 ) -> PyTree:
     """Targets from glob patterns over leaf paths, e.g. ``{'conv*/kernel': 0.8}``.
+
+    Values are any target leaves, so constraints mix freely per leaf:
+    ``{'conv*/kernel': admmjax.Structured(0.5, axis=-1), 'fc1/kernel': admmjax.NM(2, 4),
+    'fc2/kernel': 0.9}``.
 
     Paths are ``'/'``-joined keys such as ``'Dense_0/kernel'`` (NNX's trailing
     ``value`` is dropped). ``*`` matches any characters, ``/`` included. The first

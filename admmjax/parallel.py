@@ -60,7 +60,7 @@ from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from admmjax._projections import _apply, leaf_masks
+from admmjax._projections import leaf_projections
 from admmjax._select import _kth_largest_key, magnitude_keys
 
 PyTree = Any
@@ -442,8 +442,12 @@ def project_sharded(tree: PyTree, targets: PyTree, mesh: Mesh, axis: str = "data
 
     Same result as ``admmjax.project(tree, targets)``, exactly (same kept entries,
     same tie-break); each leaf is processed split over ``axis`` without being
-    gathered, and the projected leaf keeps the split. Jittable (``Keep`` counts and
-    sparsities may be traced); concrete leaves holding NaN raise as in ``project``.
+    gathered, and the projected leaf keeps the split (constraint leaves such as
+    ``admmjax.NM`` use their ordinary projection, exact under ``jit`` too). Jittable
+    (``Keep`` counts and sparsities may be traced); concrete leaves holding NaN raise
+    as in ``project``.
     """
-    treedef, masks = leaf_masks(tree, targets, lambda x, k: keep_mask_sharded(x, k, mesh, axis))
-    return treedef.unflatten(_apply(treedef.flatten_up_to(tree), masks))
+    mask_fn = lambda x, k: keep_mask_sharded(x, k, mesh, axis)  # noqa: E731
+    treedef, proj = leaf_projections(tree, targets, mask_fn)
+    leaves = treedef.flatten_up_to(tree)
+    return treedef.unflatten([x if p is None else p[0] for x, p in zip(leaves, proj, strict=True)])
