@@ -46,11 +46,20 @@ class ADMMState(NamedTuple):
       z: the projected copy :math:`Z` of the weights.
       u: the scaled dual variable :math:`U`.
       count: number of Z/U updates done so far (int32); rho schedules read it.
+      anchor: :math:`Z - U`, kept so the W-step's penalty reads one array instead of
+        two (XLA recomputes the penalty inside each optimizer-moment fusion, so every
+        extra array is read twice per step). ``None`` (a state built by hand) makes
+        :func:`penalty` compute it from ``z`` and ``u``.
     """
 
     z: PyTree
     u: PyTree
     count: jax.Array
+    anchor: PyTree = None
+
+
+def _anchor(z: list, u: list) -> list:
+    return [None if zi is None else zi - ui for zi, ui in zip(z, u, strict=True)]
 
 
 class ADMMInfo(NamedTuple):
@@ -77,7 +86,10 @@ def init(params: PyTree, targets: PyTree) -> ADMMState:
     leaves = treedef.flatten_up_to(params)
     z = [None if p is None else p[0] for p in proj]
     u = [None if p is None else jnp.zeros_like(w) for w, p in zip(leaves, proj, strict=True)]
-    return ADMMState(treedef.unflatten(z), treedef.unflatten(u), jnp.zeros((), jnp.int32))
+    return ADMMState(
+        treedef.unflatten(z), treedef.unflatten(u), jnp.zeros((), jnp.int32),
+        treedef.unflatten(_anchor(z, u)),
+    )  # fmt: skip
 
 
 def _norm(x: jax.Array) -> jax.Array:
@@ -124,7 +136,10 @@ def update(
     primal_total = jnp.sqrt(sum(x * x for x in p)) if p else jnp.zeros(())
     dual_total = jnp.sqrt(sum(x * x for x in d)) if d else jnp.zeros(())
     converged = jnp.all(jnp.array([x <= eps for x in p + d])) if p else jnp.array(True)
-    new_state = ADMMState(treedef.unflatten(z_new), treedef.unflatten(u_new), state.count + 1)
+    new_state = ADMMState(
+        treedef.unflatten(z_new), treedef.unflatten(u_new), state.count + 1,
+        treedef.unflatten(_anchor(z_new, u_new)),
+    )  # fmt: skip
     info = ADMMInfo(
         treedef.unflatten(primal), treedef.unflatten(dual), primal_total, dual_total, converged
     )
@@ -200,12 +215,16 @@ def penalty(rho: Rho) -> optax.GradientTransformationExtraArgs:
         treedef = jax.tree.structure(updates)
         g = treedef.flatten_up_to(updates)
         w = treedef.flatten_up_to(params)
-        z = treedef.flatten_up_to(admm_state.z)
-        u = treedef.flatten_up_to(admm_state.u)
+        if admm_state.anchor is None:
+            z = treedef.flatten_up_to(admm_state.z)
+            anchor = _anchor(z, treedef.flatten_up_to(admm_state.u))
+        else:
+            anchor = treedef.flatten_up_to(admm_state.anchor)
         r = _rho_leaves(rho, treedef, admm_state.count)
+        # rho (W - (Z - U)): the same gradient, with one state array read per leaf.
         out = [
-            gi if zi is None else (gi + ri * (wi - zi + ui)).astype(gi.dtype)
-            for gi, wi, zi, ui, ri in zip(g, w, z, u, r, strict=True)
+            gi if ai is None else (gi + ri * (wi - ai)).astype(gi.dtype)
+            for gi, wi, ai, ri in zip(g, w, anchor, r, strict=True)
         ]
         return treedef.unflatten(out), state
 

@@ -61,6 +61,7 @@ import numpy as np
 
 __all__ = [
     "IDX_DATASETS",
+    "ArraySource",
     "DatasetUnavailableError",
     "cache_dir",
     "cache_path",
@@ -661,3 +662,80 @@ def iterate_eval(
 def to_float(x: Any) -> jax.Array:
     """Scale uint8 images to float32 in [0, 1] (call it inside the jitted step)."""
     return jnp.asarray(x, jnp.float32) * (1.0 / 255.0)
+
+
+# --------------------------------------------------------------------------- source
+
+
+class ArraySource:
+    """An MNIST-like dataset held in memory, as :class:`experiments.train.Pipeline` reads it.
+
+    Loads both splits with `load_split` (``train`` and ``test``), keeping the first
+    ``train_subset`` training images when it is > 0. The batch methods are
+    `iterate_batches` and `iterate_eval` over these arrays; other sources (e.g.
+    :class:`experiments.imagenet_data.ImageNetSource`) offer the same interface:
+    ``num_train``, ``num_test``, ``image_shape``, ``top5``, ``train_batches`` and
+    ``eval_batches``.
+    """
+
+    top5 = False  # the pipeline reports top-1 accuracy only
+
+    def __init__(
+        self, name: str = "mnist", data_dir: str | os.PathLike | None = None, *,
+        train_subset: int = 0, validation_size: int = 0,
+    ):  # fmt: skip
+        self.train_x, self.train_y = load_split(name, "train", data_dir)
+        if train_subset:
+            self.train_x = self.train_x[:train_subset]
+            self.train_y = self.train_y[:train_subset]
+        if not 0 <= validation_size < len(self.train_x):
+            raise ValueError(
+                f"validation_size {validation_size} must be in [0, {len(self.train_x)}) "
+                f"(the {len(self.train_x)} training images used)"
+            )
+        # The held-out split: the last `validation_size` training images, never trained on.
+        n = len(self.train_x) - validation_size
+        self.val_x, self.val_y = self.train_x[n:], self.train_y[n:]
+        self.train_x, self.train_y = self.train_x[:n], self.train_y[:n]
+        self.test_x, self.test_y = load_split(name, "test", data_dir)
+        self.image_shape = tuple(self.train_x.shape[1:])
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_x)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_x)
+
+    @property
+    def num_validation(self) -> int:
+        return len(self.val_x)
+
+    def validation_batches(
+        self, batch_size: int, *, shard_index: int = 0, num_shards: int = 1
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """`iterate_eval` over the held-out validation arrays."""
+        if not len(self.val_x):
+            raise ValueError("no validation split: set validation_size > 0")
+        return iterate_eval(
+            self.val_x, self.val_y, batch_size, shard_index=shard_index, num_shards=num_shards
+        )
+
+    def train_batches(
+        self, batch_size: int, *, seed: int, epoch: int, start_step: int = 0,
+        shard_index: int = 0, num_shards: int = 1,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+        """`iterate_batches` over the training arrays (shuffled by ``(seed, epoch)``)."""
+        return iterate_batches(
+            self.train_x, self.train_y, batch_size, seed=seed, epoch=epoch,
+            start_step=start_step, shard_index=shard_index, num_shards=num_shards,
+        )  # fmt: skip
+
+    def eval_batches(
+        self, batch_size: int, *, shard_index: int = 0, num_shards: int = 1
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """`iterate_eval` over the test arrays."""
+        return iterate_eval(
+            self.test_x, self.test_y, batch_size, shard_index=shard_index, num_shards=num_shards
+        )

@@ -51,7 +51,7 @@ def evaluate_workdir(
         "dataset": cfg.dataset,
         "params": which,
         "test_accuracy": pipe.evaluate(params),
-        "test_examples": len(pipe.test_x),
+        "test_examples": pipe.source.num_test,
         "compression": report.compression,
         "layers": report.to_dict()["layers"],
     }

@@ -71,6 +71,11 @@ OPTIONS: dict[str, tuple[type, str | None, str]] = {
         ">=0",
         "train on the first N training images only, in images (0: all)",
     ),
+    "validation_size": (
+        int,
+        ">=0",
+        "hold out the last N training images as a validation split, in images (0: none)",
+    ),
     "dropout": (
         float,
         "[0,1)",
@@ -93,6 +98,12 @@ OPTIONS: dict[str, tuple[type, str | None, str]] = {
         None,
         "skip pretraining: load the dense params from this workdir (its dense/) or "
         "params checkpoint directory",
+    ),
+    "allocation": (
+        str,
+        None,
+        "per_layer (each pattern's fraction is its layer's budget) or global (the fractions "
+        "fix only the total; each Z-step and the hard prune split it by magnitude)",
     ),
     "carry_masks": (
         bool,
@@ -410,7 +421,8 @@ def check_config(cfg: train.Config) -> None:
     abstract = jax.eval_shape(
         lambda: models_lib.functional(models_lib.create_model(cfg.model, seed=0, **kwargs))[1]
     )
-    admmjax.sparsity_by_path(abstract, cfg.sparsity)
+    targets = {p: train.parse_target(v, p) for p, v in cfg.sparsity.items()}
+    admmjax.sparsity_by_path(abstract, targets)
 
 
 def check_workdir(cfg: train.Config, workdir: str) -> None:
@@ -437,12 +449,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         check_config(cfg)
     except ValueError as err:
         parser.error(str(err))
-    check_workdir(cfg, args.workdir)
-    summary = train.run(cfg, args.workdir)
+    return run_and_report(cfg, args.workdir)
+
+
+def run_and_report(cfg: train.Config, workdir: str) -> dict[str, Any]:
+    """Refuses another run's workdir, runs (or resumes) ``cfg``, prints its table."""
+    check_workdir(cfg, workdir)
+    summary = train.run(cfg, workdir)
     if jax.process_index() == 0:
-        with open(os.path.join(args.workdir, "table.md")) as f:
+        with open(os.path.join(workdir, "table.md")) as f:
             print(f.read().rstrip())
-        print(f"\nOutputs in {os.path.abspath(args.workdir)}: {OUTPUTS}.")
+        print(f"\nOutputs in {os.path.abspath(workdir)}: {OUTPUTS}.")
     return summary
 
 

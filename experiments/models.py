@@ -1,4 +1,6 @@
-"""Flax NNX models of the paper: LeNet-300-100 and LeNet-5 (Caffe layout).
+"""Flax NNX models of the paper: LeNet-300-100, LeNet-5 (Caffe layout) and AlexNet.
+
+AlexNet (BVLC, for ImageNet) lives in :mod:`experiments.alexnet` and is registered here.
 
 Every model takes NHWC float32 images in [0, 1] (see `experiments.data.to_float`) and
 returns logits. The forward pass is ``model(x, *, train=False, rngs=None)``:
@@ -20,6 +22,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from experiments.alexnet import AlexNet
 
 __all__ = [
     "MODELS",
@@ -108,6 +112,7 @@ class LeNet5(nnx.Module):
 MODELS: dict[str, type[nnx.Module]] = {
     "lenet300_100": LeNet300100,
     "lenet5": LeNet5,
+    "alexnet": AlexNet,  # BVLC AlexNet for ImageNet: experiments/alexnet.py
 }
 
 

@@ -21,6 +21,7 @@ checkpoint left it and ends with the same result as an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -48,7 +49,7 @@ class Config:
     """Every knob of a run. Epoch budgets may be fractional; ``*_steps`` override them."""
 
     model: str = "lenet300_100"
-    dataset: str = "mnist"
+    dataset: str = "mnist"  # imagenet2012 streams ImageNet (experiments.imagenet_data)
     data_dir: str | None = None
     seed: int = 0
     devices: int = 0  # local devices per process to use (0: all); the batch is split over them
@@ -56,6 +57,9 @@ class Config:
     shard_min_size: int = 0  # split leaves of >= N entries over devices (0: replicate all)
     eval_batch_size: int = 1000
     train_subset: int = 0  # use only the first N training images (0: all); for quick runs
+    # Hold out the last N training images as a validation split (0: none). Choices such as
+    # experiments.search's are made on it, never on the test split.
+    validation_size: int = 0
     dropout: float = 0.0
     augment_shift: int = 0  # random translations of up to N pixels while training (0: none)
     weight_decay: float = 5e-5
@@ -68,13 +72,18 @@ class Config:
     pretrain_steps: int = 0
     pretrain_lr: float = 1e-3
     pretrain_schedule: str = "cosine"  # "constant" or "cosine" (decay to 0 over the stage)
-    # ADMM: `sparsity` maps path patterns (e.g. "fc1/kernel") to the fraction pruned.
-    sparsity: dict[str, float] = dataclasses.field(default_factory=dict)
+    # ADMM: `sparsity` maps path patterns (e.g. "fc1/kernel") to the fraction pruned, or to
+    # a constraint spec string (see `parse_target`: "2:4", "filters:0.5", "ternary", ...).
+    sparsity: dict[str, float | str] = dataclasses.field(default_factory=dict)
     admm_iterations: int = 10
     admm_epochs: float = 1.0  # W-step epochs per ADMM iteration
     admm_steps: int = 0  # W-step steps per ADMM iteration (overrides admm_epochs)
     admm_lr: float = 1e-3
     admm_schedule: str = "constant"  # "constant" or "cosine" (reset + decay per iteration)
+    # "per_layer": each pattern's fraction is its layer's budget; "global": the fractions
+    # only fix the total budget, and every Z-step / the hard prune allocates it across the
+    # layers by magnitude (admmjax.global_to_targets; cardinality fractions only).
+    allocation: str = "per_layer"
     rho: float = 1e-3
     rho_growth: float = 1.0  # rho_k = rho * rho_growth ** k after k Z/U updates
     eps: float = 1e-3  # residual tolerance of the convergence test (reported only)
@@ -119,6 +128,7 @@ class Config:
             "retrain_epochs": self.retrain_epochs,
             "retrain_steps": self.retrain_steps,
             "train_subset": self.train_subset,
+            "validation_size": self.validation_size,
             "augment_shift": self.augment_shift,
             "checkpoint_every": self.checkpoint_every,
             "shard_min_size": self.shard_min_size,
@@ -132,6 +142,10 @@ class Config:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if self.allocation not in ("per_layer", "global"):
+            raise ValueError(f"allocation must be 'per_layer' or 'global', got {self.allocation!r}")
+        if self.allocation == "global" and any(isinstance(v, str) for v in self.sparsity.values()):
+            raise ValueError("allocation 'global' takes fractions only, not constraint specs")
         for name in ("pretrain_schedule", "admm_schedule", "retrain_schedule"):
             if getattr(self, name) not in ("constant", "cosine"):
                 raise ValueError(
@@ -142,6 +156,9 @@ class Config:
         if not self.sparsity:
             raise ValueError("sparsity is empty: give at least one 'path-pattern': fraction")
         for pattern, value in self.sparsity.items():
+            if isinstance(value, str):
+                parse_target(value, pattern)  # raises, naming the pattern and the spec
+                continue
             if not (isinstance(value, int | float) and 0.0 <= value < 1.0):
                 raise ValueError(
                     f"sparsity for {pattern!r} is {value!r}; expected a fraction in [0, 1)"
@@ -149,6 +166,47 @@ class Config:
 
 
 # --------------------------------------------------------------------------- pieces
+
+TARGET_SPECS = """\
+a fraction in [0, 1)      cardinality: prune that fraction of the entries (the paper)
+"N:M" (e.g. "2:4")        N:M sparsity along the input dimension, admmjax.NM(N, M)
+"filters:S"               prune the fraction S of whole output channels / columns
+"channels:S"              prune the fraction S of whole input channels (conv kernels)
+"rows:S"                  prune the fraction S of whole rows (dense kernels' inputs)
+"quant:L"                 levels s * {-L..L} with the scale s learned (L=1: ternary)
+"sparsequant:S:L:SCALE"   keep 1-S of the entries, each on SCALE * {-L..L}"""
+
+
+def parse_target(value: float | str, pattern: str = "?") -> Any:
+    """A ``Config.sparsity`` value as an admmjax target (see :data:`TARGET_SPECS`)."""
+    if not isinstance(value, str):
+        return value
+    parts = value.strip().split(":")
+    try:
+        kind = parts[0].lower()
+        if len(parts) == 2 and kind.isdigit():
+            return admmjax.NM(int(parts[0]), int(parts[1]))
+        if kind in ("filters", "channels", "rows") and len(parts) == 2:
+            axis = {"filters": -1, "channels": -2, "rows": 0}[kind]
+            return admmjax.Structured(_fraction(parts[1]), axis=axis)
+        if kind == "quant" and len(parts) == 2:
+            return admmjax.Quantized(int(parts[1]), scale="learned")
+        if kind == "sparsequant" and len(parts) == 4:
+            return admmjax.SparseQuantized(
+                _fraction(parts[1]), int(parts[2]), scale=float(parts[3])
+            )
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"sparsity for {pattern!r}: bad constraint {value!r}: {err}") from None
+    raise ValueError(
+        f"sparsity for {pattern!r}: unknown constraint {value!r}; expected one of:\n" + TARGET_SPECS
+    )
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"expected a fraction in [0, 1), got {text}")
+    return value
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -192,16 +250,20 @@ class Pipeline:
         self.cfg = cfg
         self.workdir = os.path.abspath(workdir)
         self.log = log
-        self.train_x, self.train_y = data_lib.load_split(cfg.dataset, "train", cfg.data_dir)
-        if cfg.train_subset:
-            self.train_x = self.train_x[: cfg.train_subset]
-            self.train_y = self.train_y[: cfg.train_subset]
-        self.test_x, self.test_y = data_lib.load_split(cfg.dataset, "test", cfg.data_dir)
-        self.steps_per_epoch = data_lib.steps_per_epoch(len(self.train_x), cfg.batch_size)
-        kwargs = {"dropout": cfg.dropout} if cfg.dropout else {}
+        self.source = data_source(cfg)
+        if isinstance(self.source, data_lib.ArraySource):  # the arrays, as before
+            self.train_x, self.train_y = self.source.train_x, self.source.train_y
+            self.test_x, self.test_y = self.source.test_x, self.source.test_y
+        self.steps_per_epoch = data_lib.steps_per_epoch(self.source.num_train, cfg.batch_size)
+        # Config.dropout is the rate of every model that has dropout (AlexNet's default
+        # 0.5 would otherwise survive dropout=0); a model without it gets no argument.
+        takes_dropout = "dropout" in inspect.signature(models_lib.MODELS[cfg.model]).parameters
+        kwargs = {"dropout": cfg.dropout} if cfg.dropout or takes_dropout else {}
         model = models_lib.create_model(cfg.model, seed=cfg.seed, **kwargs)
         _, self.init_params, self.apply_fn = models_lib.functional(model)
-        self.targets = admmjax.sparsity_by_path(self.init_params, cfg.sparsity)
+        self.targets = admmjax.sparsity_by_path(
+            self.init_params, {p: parse_target(v, p) for p, v in cfg.sparsity.items()}
+        )
         self.key = jax.random.key(cfg.seed)
         # Data parallelism: the global batch is split over a `data` mesh axis; params,
         # optimizer and ADMM state are replicated; jit inserts the gradient all-reduce.
@@ -229,10 +291,44 @@ class Pipeline:
             return jnp.sum(valid & (jnp.argmax(logits, -1) == y))
 
         self._correct = correct
+
+        @jax.jit
+        def correct_topk(params, x, y, valid):
+            logits = apply_fn(params, data_lib.to_float(x), False, None)
+            _, top = jax.lax.top_k(logits, min(5, logits.shape[-1]))
+            top1 = jnp.sum(valid & (top[:, 0] == y))
+            top5 = jnp.sum(valid & jnp.any(top == y[:, None], axis=-1))
+            return top1, top5
+
+        self._correct_topk = correct_topk
+        self._last_topk: tuple[Any, dict[str, float]] | None = None
         self.is_primary = jax.process_index() == 0
-        self._admm_update = jax.jit(
-            lambda state, params: admmjax.update(state, params, self.targets, eps=cfg.eps)
+        # Global allocation: one budget over the targeted leaves, re-split at every Z-step.
+        self.global_paths = set(admmjax.targeted_leaves(self.init_params, self.targets))
+        self.global_budget = sum(
+            jax.tree.leaves(admmjax.target_counts(self.init_params, self.targets))
         )
+        self._update_jit = jax.jit(
+            lambda state, params, targets: admmjax.update(state, params, targets, eps=cfg.eps)
+        )
+
+    def _admm_update(self, state: admmjax.ADMMState, params: Any) -> tuple[Any, Any]:
+        """The Z/U update; with global allocation the per-layer split of the budget is
+        the one :func:`admmjax.project_global` gives ``W + U``."""
+        if self.cfg.allocation == "global":
+            treedef = jax.tree.structure(params)
+            v = [w if u is None else w + u for w, u in zip(
+                treedef.flatten_up_to(params), treedef.flatten_up_to(state.u), strict=True
+            )]  # fmt: skip
+            self.targets = self.global_targets(treedef.unflatten(v))
+        return self._update_jit(state, params, self.targets)
+
+    def global_targets(self, tree: Any) -> Any:
+        """Per-leaf ``Keep`` targets: the global allocation of the budget for ``tree``."""
+        return admmjax.global_to_targets(
+            tree, admmjax.Keep(self.global_budget),
+            include=lambda path, leaf: path in self.global_paths,
+        )  # fmt: skip
 
     # ---- budgets
 
@@ -269,16 +365,48 @@ class Pipeline:
 
     # ---- evaluation
 
-    def evaluate(self, params: Any) -> float:
-        """Top-1 accuracy on the whole test split, as a fraction."""
+    def evaluate(self, params: Any, split: str = "test") -> float:
+        """Top-1 accuracy on the whole test split (or ``split="validation"``), a fraction.
+
+        For sources that report top-5 (ImageNet) both are computed in the same pass;
+        :meth:`evaluate_topk` returns them.
+        """
+        if split == "validation":
+            total = 0
+            for batch in self.source.validation_batches(
+                self.cfg.eval_batch_size, shard_index=self.shard_index, num_shards=self.num_shards
+            ):
+                total += int(self._correct(params, *parallel.shard_batch(batch, self.mesh)))
+            return total / self.source.num_validation
+        if self.source.top5:
+            return self.evaluate_topk(params)["top1"]
         total = 0
-        batches = data_lib.iterate_eval(
-            self.test_x, self.test_y, self.cfg.eval_batch_size,
-            shard_index=self.shard_index, num_shards=self.num_shards,
-        )  # fmt: skip
+        batches = self.source.eval_batches(
+            self.cfg.eval_batch_size, shard_index=self.shard_index, num_shards=self.num_shards
+        )
         for batch in batches:
             total += int(self._correct(params, *parallel.shard_batch(batch, self.mesh)))
-        return total / len(self.test_x)
+        return total / self.source.num_test
+
+    def evaluate_topk(self, params: Any) -> dict[str, float]:
+        """``{"top1": ..., "top5": ...}`` accuracies on the whole test split (fractions).
+
+        The result for the last ``params`` object evaluated is kept, so asking again
+        for the same object (the final summary after the last evaluation) is free.
+        """
+        if self._last_topk is not None and self._last_topk[0] is params:
+            return dict(self._last_topk[1])
+        top1 = top5 = 0
+        batches = self.source.eval_batches(
+            self.cfg.eval_batch_size, shard_index=self.shard_index, num_shards=self.num_shards
+        )
+        for batch in batches:
+            a, b = self._correct_topk(params, *parallel.shard_batch(batch, self.mesh))
+            top1, top5 = top1 + int(a), top5 + int(b)
+        n = self.source.num_test
+        result = {"top1": top1 / n, "top5": top5 / n}
+        self._last_topk = (params, result)
+        return dict(result)
 
     # ---- the one loop
 
@@ -300,14 +428,34 @@ class Pipeline:
         stage_seed = self.cfg.seed * 1000 + STAGES.index(stage)
         step = start
         while True:
-            for batch in data_lib.iterate_batches(
-                self.train_x, self.train_y, self.cfg.batch_size,
-                seed=stage_seed, epoch=epoch, start_step=offset,
+            for batch in self.source.train_batches(
+                self.cfg.batch_size, seed=stage_seed, epoch=epoch, start_step=offset,
                 shard_index=self.shard_index, num_shards=self.num_shards,
             ):  # fmt: skip
                 yield step, *parallel.shard_batch(batch, self.mesh)
                 step += 1
             epoch, offset = epoch + 1, 0
+
+
+def data_source(cfg: Config) -> Any:
+    """The data of a run, chosen by ``cfg.dataset``: ImageNet (``imagenet2012``) streams
+    JPEGs from disk (:class:`experiments.imagenet_data.ImageNetSource`); any other name
+    is an MNIST-like dataset held in memory (:class:`experiments.data.ArraySource`)."""
+    from experiments import imagenet_data
+
+    if imagenet_data.is_imagenet(cfg.dataset):
+        if cfg.validation_size:
+            raise ValueError(
+                f"validation_size {cfg.validation_size}: a held-out split is implemented for "
+                "in-memory (MNIST-like) datasets only, not for ImageNet"
+            )
+        return imagenet_data.ImageNetSource(
+            cfg.dataset, cfg.data_dir, train_subset=cfg.train_subset
+        )
+    return data_lib.ArraySource(
+        cfg.dataset, cfg.data_dir, train_subset=cfg.train_subset,
+        validation_size=cfg.validation_size,
+    )  # fmt: skip
 
 
 def histogram(params: Any, targets: Any, bins: int = 80) -> dict[str, Any]:
@@ -396,7 +544,13 @@ def saved_run(cfg: Config, workdir: str) -> dict[str, Any] | None:
 
 
 def load_dense_params(path: str, like: Any) -> Any:
-    """Dense params from a workdir (its ``dense/``) or a params checkpoint directory."""
+    """Dense params from a workdir (its ``dense/``), a params checkpoint directory, or an
+    ``.npz`` / ``.npy`` file keyed by parameter path (converted pretrained weights, see
+    :func:`experiments.alexnet.load_pretrained`)."""
+    if os.path.isfile(path) and path.endswith((".npz", ".npy")):
+        from experiments.alexnet import load_pretrained
+
+        return load_pretrained(path, like)
     candidate = os.path.join(path, "dense")
     path = candidate if os.path.isdir(candidate) else path
     return admmjax.checkpoint.load_pytree(path, like)
@@ -417,6 +571,8 @@ def run(cfg: Config, workdir: str, *, log: Callable[[str], None] = print) -> dic
         tree, meta = ckpt.restore(like)
         params, opt_state, admm_state = tree["params"], tree["opt_state"], tree["admm"]
         log(f"resumed {meta['stage']} at step {meta['step']} from {ckpt.directory}")
+        if cfg.allocation == "global" and meta["stage"] in ("retrain", "done"):
+            pipe.targets = pipe.global_targets(params)  # the allocation of the hard prune
     else:
         meta = _fresh_meta(cfg)
         if pipe.is_primary:
@@ -451,13 +607,18 @@ def run(cfg: Config, workdir: str, *, log: Callable[[str], None] = print) -> dic
             opt_state, admm_state = _begin_admm(pipe, params)
         elif stage == "admm":
             meta["histograms"]["admm"] = histogram(params, pipe.targets)
+            if cfg.allocation == "global":
+                pipe.targets = pipe.global_targets(params)
             params, masks = admmjax.prune(params, pipe.targets)
+            masks = admmjax.freeze_quantized(masks, pipe.targets)  # levels stay fixed
             meta["accuracy"]["hard_prune"] = pipe.evaluate(params)
+            _validate(pipe, params, meta, "hard_prune")
             log(f"hard prune: test accuracy {meta['accuracy']['hard_prune']:.4f}")
             meta.update(stage="retrain", step=0)
             opt_state, admm_state = pipe.transform("retrain", masks).init(params), None
         elif stage == "retrain":
             meta["accuracy"]["pruned"] = pipe.evaluate(params)
+            _validate(pipe, params, meta, "pruned")
             meta["histograms"]["retrained"] = histogram(params, pipe.targets)
             log(f"retrained: test accuracy {meta['accuracy']['pruned']:.4f}")
             save_pytree(os.path.join(pipe.workdir, "pruned"), params)
@@ -468,8 +629,15 @@ def run(cfg: Config, workdir: str, *, log: Callable[[str], None] = print) -> dic
     return summary
 
 
+def _validate(pipe: Pipeline, params: Any, meta: dict[str, Any], key: str) -> None:
+    """Validation accuracy of ``params`` into ``meta`` when a split is held out."""
+    if pipe.cfg.validation_size:
+        meta.setdefault("validation", {})[key] = pipe.evaluate(params, split="validation")
+
+
 def _finish_pretrain(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str, Any]:
     meta["accuracy"]["dense"] = pipe.evaluate(params)
+    _validate(pipe, params, meta, "dense")
     meta["histograms"]["pretrained"] = histogram(params, pipe.targets)
     pipe.log(f"dense model: test accuracy {meta['accuracy']['dense']:.4f}")
     save_pytree(os.path.join(pipe.workdir, "dense"), params)
@@ -503,6 +671,7 @@ def _template(pipe: Pipeline, stage: str) -> dict[str, Any]:
         opt_state, admm_state = _begin_admm(pipe, params)
     else:
         _, masks = admmjax.prune(params, pipe.targets)
+        masks = admmjax.freeze_quantized(masks, pipe.targets)
         opt_state = pipe.transform("retrain", masks).init(params)
     return {"params": params, "opt_state": opt_state, "admm": admm_state}
 
@@ -621,6 +790,7 @@ def write_outputs(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str
         "dense_accuracy": acc.get("dense"),
         "hard_prune_accuracy": acc.get("hard_prune"),
         "pruned_accuracy": acc.get("pruned"),
+        "validation_accuracy": meta.get("validation"),  # held-out part of train, if any
         "compression": report.compression,
         "weights": report.weights,
         "nonzero": report.nonzero,
@@ -648,6 +818,13 @@ def write_outputs(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str
     }
     if cfg.pretrained:
         summary["stage_epochs"]["pretrain"] = 0.0
+    if pipe.source.top5:  # ImageNet: top-5 of the dense and the final model
+        summary["pruned_top5"] = pipe.evaluate_topk(params)["top5"]
+        dense_dir = os.path.join(pipe.workdir, "dense")
+        if os.path.isdir(dense_dir):
+            dense = pipe.replicate(admmjax.checkpoint.load_pytree(dense_dir, pipe.init_params))
+            summary["dense_top5"] = pipe.evaluate_topk(dense)["top5"]
+    summary["macs"] = _mac_summary(pipe, params, report)
     w = pipe.workdir
     if not pipe.is_primary:  # every process holds the same values; one writes them
         return summary
@@ -662,18 +839,48 @@ def write_outputs(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str
     return summary
 
 
+def _mac_summary(pipe: Pipeline, params: Any, report: admmjax.SparsityReport) -> dict[str, Any]:
+    """Per-layer MACs per image, dense and pruned (experiments.macs), for the summary."""
+    from experiments import macs
+
+    kept = {r.path: r.nonzero for r in report.rows}
+    table = macs.mac_report(
+        lambda p, x: pipe.apply_fn(p, x), params, pipe.source.image_shape, kept=kept
+    )
+    return table.to_dict()
+
+
 def summary_markdown(summary: dict[str, Any], report: admmjax.SparsityReport) -> str:
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.2f}%"
 
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in summary["stage_seconds"].items())
+    top5 = "pruned_top5" in summary
+    head = "| | test accuracy | top-5 |\n|---|---:|---:|\n" if top5 else (
+        "| | test accuracy |\n|---|---:|\n"
+    )  # fmt: skip
+
+    def row(name: str, key: str, top5_key: str | None) -> str:
+        extra = f" {pct(summary.get(top5_key)) if top5_key else 'n/a'} |" if top5 else ""
+        return f"| {name} | {pct(summary[key])} |{extra}\n"
+
+    macs = summary.get("macs")
+    from experiments.macs import MacReport
+
+    mac_text = (
+        f"\n\nMultiply-accumulates per image: **{macs['macs']:,}** dense, "
+        f"**{macs['pruned_macs']:,}** after pruning ({macs['mac_reduction']:.1f}x fewer).\n\n"
+        f"{MacReport.from_dict(macs).to_markdown()}"
+        if macs
+        else ""
+    )
     return (
         f"# {summary['model']} on {summary['dataset']}\n\n"
-        f"| | test accuracy |\n|---|---:|\n"
-        f"| dense | {pct(summary['dense_accuracy'])} |\n"
-        f"| after hard prune (before retraining) | {pct(summary['hard_prune_accuracy'])} |\n"
-        f"| pruned and retrained | {pct(summary['pruned_accuracy'])} |\n\n"
-        f"Compression over the pruned layers: **{summary['compression']:.1f}x** "
+        + head
+        + row("dense", "dense_accuracy", "dense_top5")
+        + row("after hard prune (before retraining)", "hard_prune_accuracy", None)
+        + row("pruned and retrained", "pruned_accuracy", "pruned_top5")
+        + f"\nCompression over the pruned layers: **{summary['compression']:.1f}x** "
         f"({summary['nonzero']:,} of {summary['weights']:,} weights kept).\n\n"
-        f"{report.to_markdown()}\n\nWall-clock per stage: {secs}.\n"
+        f"{report.to_markdown()}{mac_text}\n\nWall-clock per stage: {secs}.\n"
     )

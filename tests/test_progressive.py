@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -75,3 +76,13 @@ def test_stages_that_prune_less_are_refused(mnist_dir):
         progressive.stage_configs(spec)
     with pytest.raises(ValueError, match="unknown Config fields"):
         progressive.stage_configs({"stages": [{"sparsity": {"fc1/kernel": 0.5}, "lr": 1}]})
+
+
+def test_shipped_progressive_config_is_valid():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments/configs/lenet5_progressive.py"
+    assert "experiments.progressive" in path.read_text().splitlines()[0]
+    configs = progressive.stage_configs(progressive.load_spec(str(path)))
+    assert [c.carry_masks for c in configs] == [True, True]
+    assert os.path.isdir(configs[0].pretrained)  # starts from the committed 71.2x model

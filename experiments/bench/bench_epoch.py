@@ -1,6 +1,8 @@
 """Training epoch time of the real pipeline under XLA flags, device layouts and batch sizes.
 
-Each configuration runs in its own process (XLA flags and the CPU device count are
+Each configuration (XLA flags, forced CPU devices, batch size, and LeNet-5's max
+pooling: the reshape + max of ``experiments.models`` or ``nnx.max_pool``'s
+``reduce_window``) runs in its own process (XLA flags and the CPU device count are
 fixed when JAX's backend starts) and times the real training loop of
 ``experiments.train``: ``Pipeline.batches`` (host-side shuffling, slicing and
 device transfer) feeding the jitted ``admmjax.make_train_step`` with the pretrain
@@ -31,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script: make `admmjax`, `experiments` importable
     sys.path.insert(0, str(REPO))
@@ -38,14 +42,15 @@ if str(REPO) not in sys.path:  # run as a script: make `admmjax`, `experiments` 
 from experiments.cpu_kernels import OPT_OUT, YNN_FLAG  # noqa: E402
 
 ONEDNN_FLAG = "--xla_cpu_use_onednn=true"
-# name -> (XLA_FLAGS, CPU devices, global batch)
-CONFIGS: dict[str, tuple[str, int, int]] = {
-    "default": ("", 1, 128),
-    "default, 2 devices": ("", 2, 128),
-    "oneDNN": (ONEDNN_FLAG, 1, 128),
-    "YNNPACK (ours)": (YNN_FLAG, 1, 128),
-    "YNNPACK, 2 devices": (YNN_FLAG, 2, 128),
-    "YNNPACK, batch 256": (YNN_FLAG, 1, 256),
+# name -> (XLA_FLAGS, CPU devices, global batch, max pooling)
+CONFIGS: dict[str, tuple[str, int, int, str]] = {
+    "default": ("", 1, 128, "reshape"),
+    "default, reduce_window pool": ("", 1, 128, "reduce_window"),
+    "default, 2 devices": ("", 2, 128, "reshape"),
+    "oneDNN": (ONEDNN_FLAG, 1, 128, "reshape"),
+    "YNNPACK (ours)": (YNN_FLAG, 1, 128, "reshape"),
+    "YNNPACK, 2 devices": (YNN_FLAG, 2, 128, "reshape"),
+    "YNNPACK, batch 256": (YNN_FLAG, 1, 256, "reshape"),
 }
 QUICK_CONFIGS = ("default", "YNNPACK (ours)")
 
@@ -73,6 +78,12 @@ def worker(model: str, steps: int, warmup: int) -> dict:
     devices = int(os.environ["BENCH_DEVICES"])
     batch = int(os.environ["BENCH_BATCH"])
     jax.config.update("jax_num_cpu_devices", devices)
+    if os.environ["BENCH_POOL"] == "reduce_window":  # the pooling LeNet-5 had before
+        from flax import nnx
+
+        from experiments import models
+
+        models._max_pool_2x2 = lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2))
     cfg = train.Config(
         model=model, batch_size=batch, devices=devices, sparsity={"fc1/kernel": 0.9},
         progress=False,
@@ -107,6 +118,8 @@ def worker(model: str, steps: int, warmup: int) -> dict:
         "loss_and_grad_ms": 1e3 * _time(lambda: grad(params, x, y, rng), n),
         "whole_step_ms": 1e3 * _time(lambda: step_fn(params, opt_state, x, y, rng)[2], n),
     }
+    if model == "lenet5":
+        parts.update(conv_layouts(batch, n))
     return {
         "ms_per_step": 1e3 * per_step,
         "epoch_seconds": per_step * data_lib.steps_per_epoch(60000, batch),
@@ -116,9 +129,34 @@ def worker(model: str, steps: int, warmup: int) -> dict:
     }
 
 
+def conv_layouts(batch: int, n: int) -> dict[str, float]:
+    """LeNet-5's conv2 (20 -> 50 channels, 5x5, on 12x12) forward + both gradients, in
+    NHWC/HWIO (the models' layout) and NCHW/OIHW, in milliseconds."""
+    import jax
+    import jax.numpy as jnp
+
+    out = {}
+    rng = np.random.default_rng(0)
+    for lhs, rhs in (("NHWC", "HWIO"), ("NCHW", "OIHW")):
+        x_shape = (batch, 12, 12, 20) if lhs == "NHWC" else (batch, 20, 12, 12)
+        w_shape = (5, 5, 20, 50) if rhs == "HWIO" else (50, 20, 5, 5)
+        x = jnp.asarray(rng.standard_normal(x_shape, np.float32))
+        w = jnp.asarray(rng.standard_normal(w_shape, np.float32))
+        dn = (lhs, rhs, lhs)
+
+        def loss(x, w, dn=dn):
+            y = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn)
+            return jnp.sum(y * y)
+
+        both = jax.jit(jax.grad(loss, argnums=(0, 1)))
+        out[f"conv2_{lhs}_fwd_bwd_ms"] = 1e3 * _time(lambda f=both, x=x, w=w: f(x, w), n)
+    return out
+
+
 def measure(name: str, model: str, steps: int, warmup: int) -> dict:
-    flags, devices, batch = CONFIGS[name]
+    flags, devices, batch, pool = CONFIGS[name]
     env = dict(os.environ, XLA_FLAGS=flags, BENCH_DEVICES=str(devices), BENCH_BATCH=str(batch))
+    env["BENCH_POOL"] = pool
     env[OPT_OUT] = "0"  # the flags above are the whole story for this process
     cmd = [sys.executable, __file__, "--worker", model, "--steps", str(steps)]
     cmd += ["--warmup", str(warmup)]
@@ -169,14 +207,12 @@ def main(argv: list[str] | None = None) -> dict:
         base = statistics.median(x["ms_per_step"] for x in runs[model][configs[0]])
         table[model] = {}
         for name in configs:
-            med = {
-                k: statistics.median(x[k] for x in runs[model][name])
-                for k in ("ms_per_step", "epoch_seconds", "forward_ms", "loss_and_grad_ms",
-                          "whole_step_ms")
-            }  # fmt: skip
-            flags, devices, batch = CONFIGS[name]
+            keys = [k for k, v in runs[model][name][0].items() if k.endswith(("_ms", "seconds"))]
+            keys.append("ms_per_step")
+            med = {k: statistics.median(x[k] for x in runs[model][name]) for k in keys}
+            flags, devices, batch, pool = CONFIGS[name]
             med.update(
-                xla_flags=flags, devices=devices, batch=batch,
+                xla_flags=flags, devices=devices, batch=batch, pooling=pool,
                 speedup_vs_first=base / med["ms_per_step"],
             )  # fmt: skip
             table[model][name] = med
@@ -190,6 +226,13 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{t['speedup_vs_first']:.2f}x | {t['forward_ms']:.1f} | "
                 f"{t['loss_and_grad_ms']:.1f} | {t['whole_step_ms']:.1f} |"
             )
+    for model, rows in table.items():
+        for name, t in rows.items():
+            if "conv2_NHWC_fwd_bwd_ms" in t:
+                print(
+                    f"{model} {name}: conv2 forward + gradients NHWC "
+                    f"{t['conv2_NHWC_fwd_bwd_ms']:.1f} ms, NCHW {t['conv2_NCHW_fwd_bwd_ms']:.1f} ms"
+                )
     env = environment()
     result = {
         "environment": env,

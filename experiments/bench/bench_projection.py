@@ -9,11 +9,29 @@ Methods, all exact (``k`` entries, ties to the lowest index), timed on one float
 * ``np.partition``: NumPy on the host, ``np.partition`` for the threshold plus the
   tie-break; the threshold-only time is reported too (``np.partition`` alone).
 
-Each method is warmed up (compiled) once, then timed ``--repeats`` times; the table
-gives the median. Methods slower than a second per call get at most 3 repeats.
+Sizes default to 100k, 400k, 1M, 4M, 10M and 37,748,736 entries (9216 x 4096:
+AlexNet's fc6 kernel, the largest leaf the paper prunes). Each method is warmed up
+(compiled) once, then timed up to ``--repeats`` times; the table gives the median.
+Slow methods get fewer timed calls: calls stop once a method has spent ``--budget``
+seconds (default 20 s) and at least one call was timed, so ``lax.top_k`` and
+``jnp.sort`` at 37.7M entries get 1 to 3 calls (each row records its own count).
 All masks are checked to hold exactly ``k`` entries and to be identical.
 
-    python experiments/bench/bench_projection.py                 # 400k and 10M
+Effective bandwidth. ``gb_per_s`` is ``4 n`` bytes (one read of the float32 leaf,
+the least any exact method must move) over the median time; it is a rate, not the
+traffic each method really does. Next to it the script measures this machine's
+memory bandwidth with NumPy (single-threaded, STREAM-like, on arrays of the largest
+size, at least 64 MiB so caches do not help): *copy* ``b[:] = a`` (STREAM counts 2
+arrays: 8 bytes per entry), *scale* ``b = 2 a`` (8 bytes), *triad* ``c = a + 2 b`` as
+two in-place NumPy ops (``c = 2 b; c += a``: STREAM counts 3 arrays, 12 bytes per
+entry, though the two passes really move 20), and *read* ``a.sum()`` (4 bytes). The
+column ``sweeps`` is ``median time x copy GB/s / 4 n``: how many single reads of the
+leaf at the measured bandwidth the method's time would pay for. The radix select
+reads the leaf about 4 times (keys, two histograms, the mask; a fifth pass with the
+prefix sum when ties straddle the threshold), so ``sweeps`` near 4 would mean it runs
+at memory speed; above that, its scatter-add histograms are the bound.
+
+    python experiments/bench/bench_projection.py                 # 100k ... 37.7M
     python experiments/bench/bench_projection.py --sizes 1e6 3e7
     python experiments/bench/bench_projection.py --quick         # CI smoke run, seconds
 
@@ -30,7 +48,9 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script: make `admmjax` importable
@@ -44,6 +64,8 @@ import admmjax  # noqa: E402
 from experiments.bench.env import environment  # noqa: E402
 
 METHODS = ("radix", "top_k", "sort", "np.partition")
+FC6 = 9216 * 4096  # AlexNet's fc6 kernel: 37,748,736 entries
+DEFAULT_SIZES = [1e5, 4e5, 1e6, 4e6, 1e7, FC6]
 
 
 @jax.jit
@@ -60,6 +82,7 @@ def keep_mask_sort(x: jax.Array, k: jax.Array) -> jax.Array:
 
 
 def numpy_threshold(x: np.ndarray, k: int) -> np.float32:
+    """The ``k``-th largest ``|x|`` with ``np.partition`` (no mask, no tie-break)."""
     mag = np.abs(x.ravel())
     return np.partition(mag, mag.size - k)[mag.size - k]
 
@@ -74,21 +97,63 @@ def keep_mask_numpy(x: np.ndarray, k: int) -> np.ndarray:
     return (greater | (tied & (np.cumsum(tied) <= need))).reshape(x.shape)
 
 
-def _timed(fn, repeats: int) -> tuple[float, list[float], object]:
+def timed(
+    fn: Callable[[], Any], repeats: int, budget_s: float = 20.0
+) -> tuple[float, list[float], Any]:
     """Warm-up (compile) call, then timed calls; returns (median s, times, last output).
 
-    A method slower than a second per call gets at most 3 timed calls.
+    Timed calls stop after ``repeats`` calls, or earlier once they have taken
+    ``budget_s`` seconds in all (at least one call is always timed).
     """
     out = jax.block_until_ready(fn())
     times: list[float] = []
-    while len(times) < (repeats if not times or times[0] < 1.0 else min(repeats, 3)):
+    while len(times) < repeats and (not times or sum(times) < budget_s):
         t0 = time.perf_counter()
         out = jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times, out
 
 
-def bench_size(n: int, sparsity: float, repeats: int, seed: int) -> dict:
+def memory_bandwidth(n: int, repeats: int = 5) -> dict[str, Any]:
+    """STREAM-like NumPy kernels on float32 arrays of ``n`` entries: best GB/s of each.
+
+    Single-threaded (NumPy); bytes are counted the STREAM way (copy 2 arrays, scale 2,
+    triad 3) plus a pure read (``a.sum()``, 1 array). The best of ``repeats`` calls is
+    reported, as STREAM does.
+    """
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal(n, dtype=np.float32)
+    b = rng.standard_normal(n, dtype=np.float32)
+    c = np.empty_like(a)
+
+    def triad() -> None:
+        np.multiply(b, np.float32(2.0), out=c)
+        np.add(c, a, out=c)
+
+    kernels: dict[str, tuple[Callable[[], Any], int]] = {
+        "copy": (lambda: np.copyto(c, a), 8),
+        "scale": (lambda: np.multiply(a, np.float32(2.0), out=c), 8),
+        "triad": (triad, 12),
+        "read": (lambda: a.sum(), 4),
+    }
+    out: dict[str, Any] = {"n": n, "threads": 1, "repeats": repeats}
+    for name, (fn, bytes_per_entry) in kernels.items():
+        fn()  # first touch of the output pages
+        best = min(_once(fn) for _ in range(repeats))
+        out[f"{name}_gb_per_s"] = bytes_per_entry * n / best / 1e9
+    return out
+
+
+def _once(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_size(
+    n: int, sparsity: float, repeats: int, seed: int, budget_s: float, copy_gb_s: float
+) -> dict[str, Any]:
+    """Every method on one standard-normal leaf of ``n`` entries; checks they agree."""
     rng = np.random.default_rng(seed)
     x_host = rng.standard_normal(n, dtype=np.float32)
     x = jax.device_put(x_host)
@@ -103,19 +168,22 @@ def bench_size(n: int, sparsity: float, repeats: int, seed: int) -> dict:
         "sort": lambda: keep_mask_sort(x, k_dev),
         "np.partition": lambda: keep_mask_numpy(x_host, k),
     }
-    row: dict = {"n": n, "k": k, "bytes": 4 * n, "methods": {}}
+    row: dict[str, Any] = {"n": n, "k": k, "bytes": 4 * n, "methods": {}}
     masks = {}
     for name, fn in fns.items():
-        med, times, out = _timed(fn, repeats)
+        med, times, out = timed(fn, repeats, budget_s)
         masks[name] = np.asarray(out)
         row["methods"][name] = {
             "median_s": med,
             "min_s": min(times),
             "times_s": times,
+            "timed_calls": len(times),
             "gb_per_s": 4 * n / med / 1e9,
+            "sweeps": med * copy_gb_s * 1e9 / (4 * n),
             "kept": int(masks[name].sum()),
         }
-    med, times, _ = _timed(lambda: numpy_threshold(x_host, k), repeats)
+        print(f"  n={n:,} {name}: {1e3 * med:,.2f} ms", file=sys.stderr, flush=True)
+    med, _, _ = timed(lambda: numpy_threshold(x_host, k), repeats, budget_s)
     row["np_partition_threshold_only_s"] = med
 
     for name, mask in masks.items():
@@ -124,12 +192,11 @@ def bench_size(n: int, sparsity: float, repeats: int, seed: int) -> dict:
         if not np.array_equal(mask, masks["radix"]):
             raise AssertionError(f"{name} and radix keep different entries at n={n}")
     row["masks_identical"] = True
-    row["top_k_over_radix"] = (
-        row["methods"]["top_k"]["median_s"] / row["methods"]["radix"]["median_s"]
-    )
-    row["top_k_over_radix_min"] = (
-        row["methods"]["top_k"]["min_s"] / row["methods"]["radix"]["min_s"]
-    )
+    m = row["methods"]
+    for other in ("top_k", "sort", "np.partition"):
+        key = other.replace("np.", "np_")
+        row[f"{key}_over_radix"] = m[other]["median_s"] / m["radix"]["median_s"]
+    row["top_k_over_radix_min"] = m["top_k"]["min_s"] / m["radix"]["min_s"]
     return row
 
 
@@ -137,64 +204,111 @@ def _ms(s: float) -> str:
     return f"{1e3 * s:,.2f}"
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict[str, Any]], bandwidth: dict[str, Any]) -> str:
+    """The results table; times in ms, rates in GB/s of ``4 n`` bytes."""
     lines = [
-        "| n | k | radix (ours) ms | lax.top_k ms | jnp.sort ms | np.partition ms "
-        "(threshold only) | top_k / ours | ours GB/s | top_k GB/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| n | radix (ours) ms | lax.top_k ms | jnp.sort ms | np.partition ms "
+        "(threshold only) | top_k / ours | sort / ours | np / ours "
+        "| GB/s ours / top_k / sort / np | ours sweeps |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in rows:
         m = r["methods"]
+        rates = " / ".join(f"{m[k]['gb_per_s']:.3g}" for k in METHODS)
         lines.append(
-            f"| {r['n']:,} | {r['k']:,} | {_ms(m['radix']['median_s'])} "
+            f"| {r['n']:,} | {_ms(m['radix']['median_s'])} "
             f"| {_ms(m['top_k']['median_s'])} | {_ms(m['sort']['median_s'])} "
             f"| {_ms(m['np.partition']['median_s'])} ({_ms(r['np_partition_threshold_only_s'])}) "
-            f"| {r['top_k_over_radix']:.1f}x | {m['radix']['gb_per_s']:.2f} "
-            f"| {m['top_k']['gb_per_s']:.3f} |"
+            f"| {r['top_k_over_radix']:.1f}x | {r['sort_over_radix']:.1f}x "
+            f"| {r['np_partition_over_radix']:.2f}x | {rates} | {m['radix']['sweeps']:.1f} |"
         )
+    bw = bandwidth
+    lines.append(
+        f"\nMemory bandwidth (NumPy, 1 thread, {bw['n']:,} float32 entries, best of "
+        f"{bw['repeats']}): copy {bw['copy_gb_per_s']:.1f} GB/s, scale "
+        f"{bw['scale_gb_per_s']:.1f}, triad {bw['triad_gb_per_s']:.1f}, read "
+        f"{bw['read_gb_per_s']:.1f}. GB/s above = 4 n bytes / median time; sweeps = "
+        "median time x copy bandwidth / 4 n."
+    )
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parses the options, runs every size, writes the JSON and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--sizes",
         type=float,
         nargs="+",
-        default=[4e5, 1e7],
-        help="leaf sizes (entries; 1e7 notation accepted), default 400k and 10M",
+        default=DEFAULT_SIZES,
+        help="leaf sizes in entries (1e7 notation accepted) [default: 100k, 400k, 1M, 4M, "
+        "10M and 37,748,736 (AlexNet fc6)]",
     )
-    parser.add_argument("--sparsity", type=float, default=0.9, help="fraction pruned")
-    parser.add_argument("--repeats", type=int, default=7, help="timed calls per method")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="small sizes, 3 repeats (CI)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON output path")
+    parser.add_argument(
+        "--sparsity", type=float, default=0.9, help="fraction pruned, in [0, 1) [default: 0.9]"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=7, help="timed calls per method, at most [default: 7]"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=20.0,
+        help="seconds of timed calls per method and size after which no further call "
+        "starts (at least one is timed) [default: 20]",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random leaves [default: 0]"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI smoke run: sizes 10k and 100k, 1 timed call, small bandwidth arrays",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON output path [default: experiments/results/bench/projection_<platform>"
+        "[_quick].json]",
+    )
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.repeats = [1e4, 1e5], 3
+        args.sizes, args.repeats = [1e4, 1e5], 1
     sizes = [int(s) for s in args.sizes]
 
     device = jax.devices()[0]
     plat = device.platform
     name = f"projection_{plat}_quick.json" if args.quick else f"projection_{plat}.json"
     out = args.out or REPO / "experiments" / "results" / "bench" / name
+    bw_n = 1 << 20 if args.quick else max(max(sizes), 1 << 24)
+    bandwidth = memory_bandwidth(bw_n, repeats=2 if args.quick else 5)
+    print(f"memory copy bandwidth {bandwidth['copy_gb_per_s']:.1f} GB/s", file=sys.stderr)
     rows = []
     for n in sizes:
-        rows.append(bench_size(n, args.sparsity, args.repeats, args.seed))
-        print(f"n={n:,}: done", file=sys.stderr, flush=True)
+        rows.append(
+            bench_size(
+                n, args.sparsity, args.repeats, args.seed, args.budget, bandwidth["copy_gb_per_s"]
+            )
+        )
 
     result = {
         "benchmark": "keep the k largest |x| of one float32 leaf (exact, index tie-break)",
         **environment(),
         "sparsity": args.sparsity,
         "repeats": args.repeats,
+        "budget_s": args.budget,
         "seed": args.seed,
-        "statistic": "median of timed calls after one warm-up (compile) call",
+        "statistic": "median of timed calls after one warm-up (compile) call; calls stop "
+        "after --repeats or once --budget seconds are spent (timed_calls per method)",
+        "gb_per_s_convention": "4 n bytes (one read of the float32 leaf) / median time",
+        "sweeps_convention": "median time x memory copy GB/s / (4 n bytes)",
+        "memory_bandwidth": bandwidth,
         "results": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(markdown(rows))
+    print(markdown(rows, bandwidth))
     print(f"\n{plat} ({device.device_kind}), jax {jax.__version__}; wrote {out}")
     return result
 

@@ -1,0 +1,112 @@
+"""Helpers shared by the training benchmarks: the real pipeline, and A/B timing.
+
+The benchmarks time what ``python -m experiments.mnist`` runs: they build an
+:class:`experiments.train.Pipeline` from a config file in ``experiments/configs/``
+(same data, loss function with on-device ``to_float`` and augmentation, optax
+transforms per stage, mesh placement of the batches) and call its jitted step the
+way :func:`experiments.train.run_stage` does.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as a script: make `admmjax`, `experiments` importable
+    sys.path.insert(0, str(REPO))
+
+import jax  # noqa: E402
+
+from experiments import train  # noqa: E402
+from experiments.mnist import load_config_file  # noqa: E402
+
+CONFIGS = {
+    "lenet300_100": REPO / "experiments" / "configs" / "lenet300_100.py",
+    "lenet5": REPO / "experiments" / "configs" / "lenet5.py",
+}
+
+
+def default_data_dir() -> str:
+    """``$TFDS_DATA_DIR``, else ``../shared/tfds`` next to the repository (as the README)."""
+    return os.environ.get("TFDS_DATA_DIR") or str(REPO.parent / "shared" / "tfds")
+
+
+def make_pipeline(model: str, data_dir: str, **overrides: Any) -> train.Pipeline:
+    """The Pipeline of ``experiments/configs/<model>.py`` with ``overrides`` applied.
+
+    Progress bars are off; the workdir is a temporary path that is never written
+    (only ``Pipeline.run`` writes into it).
+    """
+    values = load_config_file(str(CONFIGS[model]))
+    values.update(data_dir=data_dir, progress=False, **overrides)
+    cfg = train.Config(**values)
+    return train.Pipeline(cfg, tempfile.gettempdir(), log=lambda msg: None)
+
+
+def device_batches(pipe: train.Pipeline, count: int) -> list[tuple[int, jax.Array, jax.Array]]:
+    """The first ``count`` (step, x, y) batches of pretraining, already on the mesh."""
+    out = []
+    for item in pipe.batches("pretrain", 0):
+        out.append(item)
+        if len(out) == count:
+            break
+    return jax.block_until_ready(out)
+
+
+def run_steps(
+    step_fn: Callable[..., Any],
+    state: list[Any],
+    batches: Iterator[tuple[int, jax.Array, jax.Array]],
+    steps: int,
+    key: jax.Array,
+    admm_state: Any = None,
+) -> float:
+    """``steps`` training steps as ``run_stage`` does them; returns the wall seconds.
+
+    ``state`` is ``[params, opt_state]`` and is updated in place. Each step folds the
+    step index into ``key`` for the step's random key, as ``run_stage`` does, and
+    the last loss is waited for before the clock stops.
+    """
+    params, opt_state = state
+    loss = None
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step, x, y = next(batches)
+        rng = jax.random.fold_in(key, step)
+        params, opt_state, loss = step_fn(params, opt_state, x, y, rng, admm_state=admm_state)
+    jax.block_until_ready((params, loss))
+    elapsed = time.perf_counter() - t0
+    state[0], state[1] = params, opt_state
+    return elapsed
+
+
+def interleaved(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Calls every run ``repeats`` times, alternating the order (A B, B A, ...).
+
+    Each callable returns the seconds it measured. Alternating cancels slow drifts
+    in the machine's load (other jobs on a shared CPU) between the variants.
+    """
+    names = list(runs)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            times[name].append(runs[name]())
+    return times
+
+
+def ratio_stats(num: list[float], den: list[float]) -> dict[str, float]:
+    """``num / den``: ratio of medians, median of paired ratios, and their extremes."""
+    paired = [a / b for a, b in zip(num, den, strict=True)]
+    return {
+        "ratio_of_medians": statistics.median(num) / statistics.median(den),
+        "median_paired_ratio": statistics.median(paired),
+        "min_paired_ratio": min(paired),
+        "max_paired_ratio": max(paired),
+    }

@@ -1,0 +1,177 @@
+"""Command line: prune BVLC AlexNet on ImageNet ILSVRC-2012 with ADMM.
+
+    python -m experiments.imagenet --config experiments/configs/alexnet_weights.py \\
+        --workdir workdirs/alexnet_weights --pretrained bvlc_alexnet.npz
+
+The same pipeline, options, outputs and resumption as ``python -m experiments.mnist``
+(every option of train.Config; ``--help`` lists them), with ImageNet defaults: the
+dataset is ``imagenet2012`` (prepared in the TFDS data dir: see
+:mod:`experiments.imagenet_data`), the model ``alexnet``, and ``--pretrained`` also
+takes converted weights as an ``.npz`` file (see :mod:`experiments.alexnet`). The
+summary adds top-5 accuracy and the multiply-accumulates per layer before and after
+pruning. Runs data-parallel over all local devices (``--devices``) and on several
+hosts (``--coordinator``...), as the MNIST pipeline.
+
+Every bad value is refused before any work starts (argparse's usage message, exit
+status 2), including an unprepared dataset and pretrained weights of the wrong
+layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from typing import Any
+
+import jax
+
+from admmjax import parallel
+from experiments import alexnet, imagenet_data, mnist, train
+from experiments import models as models_lib
+
+MODEL = "alexnet"
+
+HELP = {
+    "dataset": "TFDS name of ImageNet: imagenet2012 (or imagenet2012:VERSION), prepared in "
+    "the data dir (python -m experiments.imagenet_data prepare)",
+    "pretrained": "skip pretraining: load the dense params from an .npz of converted "
+    "weights keyed by parameter path (python -m experiments.alexnet convert), a workdir "
+    "(its dense/) or a params checkpoint directory",
+    "dropout": "dropout rate on AlexNet's fc6 and fc7 activations, a fraction in [0, 1)",
+    "augment_shift": "random translations of up to N pixels on device, in pixels (0: none; "
+    "ImageNet's random 227x227 crops and flips are always done on the host)",
+    "train_subset": "train on the first N training records only, in images (0: all)",
+}
+DEFAULT_TEXT = {**mnist.DEFAULT_TEXT, "dataset": imagenet_data.NAME}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.imagenet",
+        usage="%(prog)s --workdir DIR (--config FILE | --sparsity S) [options]",
+        description=textwrap.fill(
+            "ADMM weight pruning (Zhang et al. 2018) of BVLC AlexNet on ImageNet "
+            "ILSVRC-2012: (pretrain or load) -> ADMM -> hard prune -> masked retrain -> "
+            "evaluate (top-1 and top-5 on the validation split). Resumable: the same "
+            "command restarted continues from WORKDIR/checkpoints.",
+            80,
+        ),
+        epilog=(
+            "Values come from train.Config's defaults (shown), overridden by --config,\n"
+            "overridden by the options given; every value is checked before any work starts.\n"
+            "Outputs in WORKDIR (the final table, table.md, is also printed):\n"
+            + textwrap.fill(mnist.OUTPUTS, 78, initial_indent="  ", subsequent_indent="  ")
+            + "\n\nexample:\n"
+            "  python -m experiments.imagenet --config experiments/configs/alexnet_weights.py \\\n"
+            "      --workdir workdirs/alexnet_weights --pretrained bvlc_alexnet.npz"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--workdir",
+        required=True,
+        help="output and checkpoint directory, created if missing; it holds one run (required)",
+    )
+    p.add_argument(
+        "--config",
+        help="Python config file defining get_config() -> dict of train.Config fields, "
+        "e.g. experiments/configs/alexnet_weights.py [default: none]",
+    )
+    p.add_argument("--model", choices=[MODEL], help=f"model to prune [default: {MODEL}]")
+    p.add_argument(
+        "--sparsity",
+        type=mnist.parse_sparsity,
+        help="fraction of weights pruned, in [0, 1): one number for every kernel, or "
+        "'pattern=fraction,...' over parameter paths (conv1/kernel, fc*/kernel...) "
+        "[default: the config's; required without --config]",
+    )
+    for name, (typ, rule, text) in mnist.OPTIONS.items():
+        default = DEFAULT_TEXT.get(name, getattr(mnist.DEFAULTS, name))
+        kwargs: dict[str, Any] = {"type": mnist._checked(typ, rule)}
+        if rule == "schedule":
+            kwargs = {"choices": mnist.SCHEDULES}
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            default=None,
+            help=f"{HELP.get(name, text)} [default: {default}]",
+            **kwargs,
+        )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--coordinator", help="multi-host: host:port of process 0's coordinator")
+    p.add_argument("--num-processes", type=mnist._checked(int, ">0"), help="multi-host: count")
+    p.add_argument(
+        "--process-id", type=mnist._checked(int, ">=0"), help="multi-host: this process's index"
+    )
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> train.Config:
+    """train.Config's defaults < the config file < the options; ImageNet and AlexNet
+    unless the config file says otherwise."""
+    values = mnist.load_config_file(args.config) if args.config else {}
+    if args.model is None and "model" not in values:
+        args.model = MODEL
+    if args.dataset is None and "dataset" not in values:
+        args.dataset = imagenet_data.NAME
+    return mnist.config_from_args(args)
+
+
+def check_run(cfg: train.Config, workdir: str) -> None:
+    """What must hold before any work: the model and data, the paths, the weights."""
+    if cfg.model != MODEL:
+        raise ValueError(f"model {cfg.model!r}: experiments.imagenet trains {MODEL!r}")
+    if not imagenet_data.is_imagenet(cfg.dataset):
+        raise ValueError(
+            f"dataset {cfg.dataset!r} is not ImageNet ({imagenet_data.NAME}); "
+            "MNIST-like datasets run with python -m experiments.mnist"
+        )
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir {workdir!r} exists and is not a directory")
+    if cfg.data_dir is not None and not os.path.isdir(os.path.expanduser(cfg.data_dir)):
+        raise ValueError(f"data_dir {cfg.data_dir!r} is not a directory")
+    if cfg.pretrained is not None:
+        if os.path.isfile(cfg.pretrained) and cfg.pretrained.endswith((".npz", ".npy")):
+            like = jax.eval_shape(
+                lambda: models_lib.functional(models_lib.create_model(MODEL, seed=0))[1]
+            )
+            alexnet.load_pretrained(cfg.pretrained, like)  # refuses a wrong layout
+        elif not os.path.isdir(cfg.pretrained):
+            raise ValueError(
+                f"pretrained {cfg.pretrained!r} is neither an .npz/.npy file nor a directory "
+                "(a workdir or a params checkpoint)"
+            )
+    # Both splits open (metadata only): a clear message when not prepared.
+    source = imagenet_data.ImageNetSource(cfg.dataset, cfg.data_dir, workers=1)
+    source.close()
+    if 0 < cfg.train_subset < cfg.batch_size or source.num_train < cfg.batch_size:
+        raise ValueError(
+            f"{min(source.num_train, cfg.train_subset or source.num_train)} training images "
+            f"are fewer than one batch ({cfg.batch_size})"
+        )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        check_run(cfg, args.workdir)
+        parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+        cfg.validate()
+        mnist.check_config(cfg)
+    except (ValueError, imagenet_data.DatasetUnavailableError) as err:
+        parser.error(str(err))
+    return mnist.run_and_report(cfg, args.workdir)
+
+
+def _cli(argv: list[str]) -> None:
+    try:
+        main(argv)
+    except mnist.WorkdirError as err:
+        build_parser().error(str(err))
+
+
+if __name__ == "__main__":
+    _cli(sys.argv[1:])
