@@ -46,3 +46,14 @@ def test_a_search_without_validation_split_is_refused():
         search.check_spec(spec)
     with pytest.raises(ValueError, match="1 < low < high"):
         search.check_spec({**spec, "low": 60})
+
+
+def test_shipped_search_config_is_valid():
+    from pathlib import Path
+
+    from experiments.progressive import load_spec
+
+    path = Path(__file__).resolve().parents[1] / "experiments/configs/lenet300_100_search.py"
+    assert "experiments.search" in path.read_text().splitlines()[0]
+    cfg = search.check_spec(load_spec(str(path)))
+    assert cfg.model == "lenet300_100" and cfg.validation_size == 5000
