@@ -1,0 +1,122 @@
+"""A structurally pruned LeNet-5 rebuilt as a smaller dense network with the same outputs.
+
+Structured pruning zeros whole filters (``Structured(..., axis=-1)``). A zeroed filter
+still emits its bias: a constant channel. Through VALID convolutions, max pooling and
+the flatten, a constant channel adds a constant to every output of the next layer, so
+it can be folded into that layer's bias and the channel removed:
+
+* conv1 filter ``i`` (bias ``b``): conv2's bias gains ``b * sum_{h,w} K2[h, w, i, :]``;
+* conv2 filter ``j``: fc1's bias gains ``b * sum`` of the 16 fc1 rows that read channel
+  ``j`` (flatten order (H, W, C) of ``experiments.models.LeNet5``);
+* fc1 column ``k``: fc2's bias gains ``relu(b) * W2[k, :]``.
+
+The result is exact up to float rounding (tested against the pruned model's logits).
+
+    python -m experiments.shrink experiments/results/lenet5_structured
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Params = dict[str, dict[str, np.ndarray]]
+
+
+def _kept(kernel: np.ndarray) -> np.ndarray:
+    """Indices of the output slices (last axis) with any nonzero weight."""
+    return np.flatnonzero(np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0) > 0)
+
+
+def shrink_lenet5(params: Any) -> Params:
+    """The smaller dense LeNet-5 (plain numpy dicts ``{layer: {kernel, bias}}``)."""
+    p = {k: {n: np.asarray(v, np.float64) for n, v in params[k].items()} for k in params}
+    k1, k2, k3 = (_kept(p[n]["kernel"]) for n in ("conv1", "conv2", "fc1"))
+    b2 = p["conv2"]["bias"].copy()
+    for i in np.setdiff1d(np.arange(p["conv1"]["kernel"].shape[-1]), k1):
+        b2 += p["conv1"]["bias"][i] * p["conv2"]["kernel"][:, :, i, :].sum(axis=(0, 1))
+    c2 = p["conv2"]["kernel"].shape[-1]
+    rows = p["fc1"]["kernel"].reshape(4, 4, c2, -1)  # (H, W, C, out): flatten order HWC
+    b3 = p["fc1"]["bias"].copy()
+    for j in np.setdiff1d(np.arange(c2), k2):
+        b3 += (b2[j]) * rows[:, :, j, :].sum(axis=(0, 1))
+    b4 = p["fc2"]["bias"].copy()
+    for k in np.setdiff1d(np.arange(p["fc1"]["kernel"].shape[-1]), k3):
+        b4 += max(b3[k], 0.0) * p["fc2"]["kernel"][k, :]
+    small = {
+        "conv1": {"kernel": p["conv1"]["kernel"][..., k1], "bias": p["conv1"]["bias"][k1]},
+        "conv2": {"kernel": p["conv2"]["kernel"][:, :, k1][..., k2], "bias": b2[k2]},
+        "fc1": {
+            "kernel": rows[:, :, k2, :].reshape(-1, rows.shape[-1])[:, k3],
+            "bias": b3[k3],
+        },
+        "fc2": {"kernel": p["fc2"]["kernel"][k3, :], "bias": b4},
+    }
+    return {k: {n: v.astype(np.float32) for n, v in d.items()} for k, d in small.items()}
+
+
+def lenet5_forward(p: Params, x: jax.Array) -> jax.Array:
+    """LeNet-5's forward pass (as ``experiments.models.LeNet5``) for any channel counts."""
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def pool(h):
+        n, hh, ww, c = h.shape
+        return h.reshape(n, hh // 2, 2, ww // 2, 2, c).max(axis=(2, 4))
+
+    h = jax.lax.conv_general_dilated(x, p["conv1"]["kernel"], (1, 1), "VALID",
+                                     dimension_numbers=dn)  # fmt: skip
+    h = pool(h + p["conv1"]["bias"])
+    h = jax.lax.conv_general_dilated(h, p["conv2"]["kernel"], (1, 1), "VALID",
+                                     dimension_numbers=dn)  # fmt: skip
+    h = pool(h + p["conv2"]["bias"]).reshape(x.shape[0], -1)
+    h = jax.nn.relu(h @ p["fc1"]["kernel"] + p["fc1"]["bias"])
+    return h @ p["fc2"]["kernel"] + p["fc2"]["bias"]
+
+
+def shapes(p: Params) -> dict[str, list[int]]:
+    return {f"{k}/kernel": list(v["kernel"].shape) for k, v in p.items()}
+
+
+def count(p: Params) -> int:
+    return int(sum(v.size for d in p.values() for v in d.values()))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workdir", help="a finished structured LeNet-5 run (its pruned/)")
+    args = parser.parse_args(argv)
+    from admmjax.checkpoint import load_pytree
+    from experiments import data as data_lib
+    from experiments import models
+
+    _, like, _ = models.functional(models.create_model("lenet5", seed=0))
+    params = load_pytree(os.path.join(args.workdir, "pruned"), like)
+    full = {k: {n: np.asarray(v) for n, v in params[k].items()} for k in params}
+    small = shrink_lenet5(full)
+    x, y = data_lib.load_split("mnist", "test")
+    xf = data_lib.to_float(x)
+    logits_full = jax.jit(lenet5_forward)(full, xf)
+    logits_small = jax.jit(lenet5_forward)(small, xf)
+    result = {
+        "dense_shapes": shapes(full),
+        "smaller_shapes": shapes(small),
+        "dense_params": count(full),
+        "smaller_params": count(small),
+        "test_accuracy_smaller": float(jnp.mean(jnp.argmax(logits_small, -1) == y)),
+        "test_accuracy_pruned": float(jnp.mean(jnp.argmax(logits_full, -1) == y)),
+        "max_abs_logit_difference": float(jnp.max(jnp.abs(logits_full - logits_small))),
+    }
+    with open(os.path.join(args.workdir, "smaller_model.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""A filter-pruned LeNet-5 rebuilt smaller gives the same logits."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import admmjax
+from experiments import models, shrink
+
+
+def test_smaller_lenet5_matches_the_structurally_pruned_one():
+    _, params, apply_fn = models.functional(models.create_model("lenet5", seed=0))
+    rng = np.random.default_rng(0)
+    # Nonzero biases everywhere, so removed channels must be folded, not just dropped.
+    params = jax.tree.map(lambda a: a + 0.05 * rng.standard_normal(a.shape, np.float32), params)
+    targets = admmjax.sparsity_by_path(params, {
+        "conv1/kernel": admmjax.Structured(0.5), "conv2/kernel": admmjax.Structured(0.6),
+        "fc1/kernel": admmjax.Structured(0.8),
+    })  # fmt: skip
+    pruned, _ = admmjax.prune(params, targets)
+    full = {k: {n: np.asarray(v) for n, v in pruned[k].items()} for k in ("conv1", "conv2",
+                                                                         "fc1", "fc2")}  # fmt: skip
+    small = shrink.shrink_lenet5(full)
+    assert shrink.shapes(small) == {
+        "conv1/kernel": [5, 5, 1, 10], "conv2/kernel": [5, 5, 10, 20],
+        "fc1/kernel": [320, 100], "fc2/kernel": [100, 10],
+    }  # fmt: skip
+    x = jnp.asarray(rng.random((16, 28, 28, 1), np.float32))
+    want = apply_fn(pruned, x)
+    np.testing.assert_allclose(shrink.lenet5_forward(full, x), want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(shrink.lenet5_forward(small, x), want, rtol=1e-4, atol=1e-4)
+    assert shrink.count(small) < shrink.count(full) / 4
