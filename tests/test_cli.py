@@ -192,8 +192,9 @@ def test_shipped_configs_pass_the_checks(monkeypatch, tmp_path):
         if "experiments.mnist" not in config.read_text().splitlines()[0]:
             continue  # ImageNet configs: tests/test_imagenet.py
         mnist.main(["--config", str(config), "--workdir", str(tmp_path / config.stem)])
-    # lenet300_100.py, lenet5.py, lenet5_2to4.py, lenet5_paper_split.py, lenet5_structured.py
-    assert [c.model for c in started] == ["lenet300_100"] + ["lenet5"] * 4
+    # lenet300_100.py, then lenet5.py, lenet5_2to4.py, lenet5_paper_split.py,
+    # lenet5_quantized.py and lenet5_structured.py
+    assert [c.model for c in started] == ["lenet300_100"] + ["lenet5"] * 5
 
 
 # --------------------------------------------------------------------------- workdir
