@@ -171,7 +171,9 @@ def measure(name: str, model: str, steps: int, warmup: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="lenet5,lenet300_100", help="comma-separated models")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names")
+    parser.add_argument(
+        "--configs", default=";".join(CONFIGS), help="semicolon-separated config names"
+    )
     parser.add_argument("--steps", type=int, default=120, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps (compilation)")
     parser.add_argument("--rounds", type=int, default=3, help="round-robin repetitions")
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         print(json.dumps(worker(args.worker, args.steps, args.warmup)))
         return {}
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    configs = [c.strip() for c in args.configs.split(";") if c.strip()]
     if args.quick:
         configs, args.steps, args.warmup, args.rounds = list(QUICK_CONFIGS), 8, 2, 1
     unknown = [c for c in configs if c not in CONFIGS]
