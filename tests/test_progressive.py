@@ -78,11 +78,12 @@ def test_stages_that_prune_less_are_refused(mnist_dir):
         progressive.stage_configs({"stages": [{"sparsity": {"fc1/kernel": 0.5}, "lr": 1}]})
 
 
-def test_shipped_progressive_config_is_valid():
+@pytest.mark.parametrize("name", ["lenet5_progressive", "lenet300_100_progressive"])
+def test_shipped_progressive_configs_are_valid(name):
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "experiments/configs/lenet5_progressive.py"
+    path = Path(__file__).resolve().parents[1] / f"experiments/configs/{name}.py"
     assert "experiments.progressive" in path.read_text().splitlines()[0]
     configs = progressive.stage_configs(progressive.load_spec(str(path)))
     assert [c.carry_masks for c in configs] == [True, True]
-    assert os.path.isdir(configs[0].pretrained)  # starts from the committed 71.2x model
+    assert os.path.isdir(configs[0].pretrained)  # starts from a committed pruned model
