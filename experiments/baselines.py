@@ -205,7 +205,7 @@ def gradual(pipe: train.Pipeline, dense: Any, final: dict[str, float], b: Budget
     return masked_training(pipe, dense, sparsity_at, steps, _cosine(pipe.cfg.retrain_lr, steps))
 
 
-def run_admm(model: str, final: dict[str, float], b: Budget, workdir: str) -> Any:
+def run_admm(model: str, final: dict[str, float], b: Budget, workdir: str, like: Any) -> Any:
     cfg = _config(model, final)
     admm_epochs = b.epochs * b.admm_fraction
     cfg = dataclasses.replace(
@@ -217,8 +217,7 @@ def run_admm(model: str, final: dict[str, float], b: Budget, workdir: str) -> An
         retrain_steps=0,
     )
     train.run(cfg, workdir, log=lambda s: None)
-    pipe = train.Pipeline(cfg, workdir, log=lambda s: None)
-    return admmjax.checkpoint.load_pytree(os.path.join(workdir, "pruned"), pipe.init_params)
+    return admmjax.checkpoint.load_pytree(os.path.join(workdir, "pruned"), like)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -232,7 +231,7 @@ def run_one(model: str, method: str, compression: float, b: Budget, workroot: st
     start = time.perf_counter()
     if method == "admm":
         workdir = os.path.join(workroot, f"{model}_admm_{compression:g}x_{b.epochs:g}ep")
-        params = run_admm(model, final, b, workdir)
+        params = run_admm(model, final, b, workdir, pipe.init_params)
     else:
         fn = {"one_shot": one_shot, "iterative": iterative, "gradual": gradual}[method]
         params = fn(pipe, dense, final, b)

@@ -35,6 +35,24 @@ def load_run(workdir: str, data_dir: str | None = None) -> train.Config:
     return cfg
 
 
+def load_params(workdir: str, which: str = "pruned") -> tuple[train.Config, Any]:
+    """A finished run's config and its ``pruned`` (or ``dense``) params, without data.
+
+    The restore template comes from ``nnx.eval_shape``, so no model weights are
+    initialised (cheap for AlexNet too).
+    """
+    from flax import nnx
+
+    from experiments import models
+
+    cfg = load_run(workdir)
+    params_dir = os.path.join(workdir, which)
+    if not os.path.isdir(params_dir):
+        raise SystemExit(f"error: {params_dir} does not exist; has the run finished?")
+    like = models.functional(nnx.eval_shape(lambda: models.create_model(cfg.model, seed=0)))[1]
+    return cfg, load_pytree(params_dir, like)
+
+
 def evaluate_workdir(
     workdir: str, data_dir: str | None = None, which: str = "pruned"
 ) -> dict[str, Any]:

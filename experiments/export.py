@@ -33,9 +33,8 @@ import jax
 import numpy as np
 
 import admmjax
-from admmjax.checkpoint import load_pytree
 from admmjax.sparse_io import SUFFIX, load_sparse, save_sparse
-from experiments import evaluate, models
+from experiments import evaluate
 from experiments.bench.env import environment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,18 +61,10 @@ def directory_bytes(path: str | os.PathLike) -> tuple[int, int, int]:
     return total, count, usage
 
 
-def _like(model: str) -> Any:
-    return models.functional(models.create_model(model, seed=0))[1]
-
-
 def export_workdir(workdir: str, out: str | None = None) -> dict[str, Any]:
     """Writes ``WORKDIR/pruned`` as a sparse file, checks the round trip, returns sizes."""
-    cfg = evaluate.load_run(workdir)
+    cfg, params = evaluate.load_params(workdir)
     pruned_dir = os.path.join(workdir, "pruned")
-    if not os.path.isdir(pruned_dir):
-        raise SystemExit(f"error: {pruned_dir} does not exist; has the run finished?")
-    like = _like(cfg.model)
-    params = load_pytree(pruned_dir, like)
     out = out or os.path.join(workdir, "pruned" + SUFFIX)
     metadata = {
         "model": cfg.model,
@@ -83,7 +74,7 @@ def export_workdir(workdir: str, out: str | None = None) -> dict[str, Any]:
         "admmjax_version": admmjax.__version__,
     }
     sparse = save_sparse(out, params, metadata=metadata)
-    back = load_sparse(out, like)
+    back = load_sparse(out, params)  # params as the template: same paths and types
     for path, a, b in zip(
         admmjax.leaf_paths(params), jax.tree.leaves(params), jax.tree.leaves(back), strict=True
     ):

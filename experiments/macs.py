@@ -32,7 +32,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -314,20 +313,15 @@ def _model_input_shape(name: str) -> tuple[int, ...]:
 
 def workdir_report(workdir: str, which: str = "pruned") -> MacReport:
     """The MAC table of a run's ``pruned`` (or ``dense``) params checkpoint."""
-    from admmjax.checkpoint import load_pytree
+    from flax import nnx
+
     from experiments import evaluate
     from experiments import models as models_lib
 
-    cfg = evaluate.load_run(workdir)
-    params_dir = os.path.join(workdir, which)
-    if not os.path.isdir(params_dir):
-        raise SystemExit(f"error: {params_dir} does not exist; has the run finished?")
-    from flax import nnx
-
-    _, like, apply_fn = models_lib.functional(
+    cfg, params = evaluate.load_params(workdir, which)
+    _, _, apply_fn = models_lib.functional(
         nnx.eval_shape(lambda: models_lib.create_model(cfg.model, seed=0))
     )
-    params = load_pytree(params_dir, like)
     return mac_report(apply_fn, params, _model_input_shape(cfg.model))
 
 

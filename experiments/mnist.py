@@ -28,7 +28,6 @@ from typing import Any
 
 import jax
 
-import admmjax
 from admmjax import parallel
 from experiments import models as models_lib
 from experiments import train
@@ -321,7 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_config_file(path: str) -> dict[str, Any]:
-    """The dict of ``get_config()`` in ``path``; ValueError naming what is wrong."""
+    """The dict of ``get_config()`` in ``path``, fields of ``train.Config`` only;
+    ValueError naming what is wrong."""
+    values = read_config_file(path)
+    unknown = set(values) - {f.name for f in dataclasses.fields(train.Config)}
+    if unknown:
+        raise ValueError(f"config {path} sets unknown fields {sorted(unknown)}")
+    return values
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The dict ``get_config()`` in the Python file ``path`` returns (any keys: the
+    progressive and search drivers read theirs too); ValueError naming what is wrong."""
     if not os.path.isfile(path):
         raise ValueError(f"--config {path!r} is not a file")
     try:
@@ -337,9 +347,6 @@ def load_config_file(path: str) -> dict[str, Any]:
         raise ValueError(
             f"--config {path}: get_config() returned {type(values).__name__}, not a dict"
         )
-    unknown = set(values) - {f.name for f in dataclasses.fields(train.Config)}
-    if unknown:
-        raise ValueError(f"config {path} sets unknown fields {sorted(unknown)}")
     return values
 
 
@@ -421,8 +428,7 @@ def check_config(cfg: train.Config) -> None:
     abstract = jax.eval_shape(
         lambda: models_lib.functional(models_lib.create_model(cfg.model, seed=0, **kwargs))[1]
     )
-    targets = {p: train.parse_target(v, p) for p, v in cfg.sparsity.items()}
-    admmjax.sparsity_by_path(abstract, targets)
+    train.sparsity_targets(abstract, cfg.sparsity)
 
 
 def check_workdir(cfg: train.Config, workdir: str) -> None:

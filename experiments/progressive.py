@@ -25,10 +25,10 @@ import argparse
 import dataclasses
 import json
 import os
-import runpy
 from typing import Any
 
 from experiments import train
+from experiments.mnist import read_config_file
 
 
 def stage_configs(spec: dict[str, Any]) -> list[train.Config]:
@@ -113,22 +113,13 @@ def write_summary(workdir: str, summaries: list[dict[str, Any]]) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def load_spec(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise ValueError(f"--config {path!r} is not a file")
-    namespace = runpy.run_path(path)
-    if not callable(namespace.get("get_config")):
-        raise ValueError(f"--config {path} defines no get_config() function")
-    return namespace["get_config"]()
-
-
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="progressive config file (required)")
     parser.add_argument("--workdir", required=True, help="directory of the stages (required)")
     args = parser.parse_args(argv)
     try:
-        spec = load_spec(args.config)
+        spec = read_config_file(args.config)
         stage_configs(spec)
     except (ValueError, TypeError) as err:
         parser.error(str(err))

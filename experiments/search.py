@@ -34,9 +34,11 @@ import math
 import os
 from typing import Any
 
-from experiments import train
+from flax import nnx
+
+from experiments import models, train
 from experiments.baselines import scaled_sparsity
-from experiments.progressive import load_spec
+from experiments.mnist import read_config_file
 
 KEYS = {"run", "base_sparsity", "low", "high", "probes", "tolerance"}
 
@@ -65,11 +67,12 @@ def run(spec: dict[str, Any], workdir: str, log=print) -> dict[str, Any]:
     lo, hi = float(spec["low"]), float(spec["high"])
     probes: list[dict[str, Any]] = []
     dense_dir = None
+    # Shapes only (no weights, no data): all scaled_sparsity needs.
+    shapes = models.functional(nnx.eval_shape(lambda: models.create_model(base.model, seed=0)))[1]
     for _ in range(int(spec["probes"])):
         c = round(math.sqrt(lo * hi), 1)
         probe_dir = os.path.join(workdir, f"probe_{c:g}x")
-        pipe_params = train.Pipeline(base, probe_dir, log=lambda s: None).init_params
-        sparsity = scaled_sparsity(pipe_params, dict(spec["base_sparsity"]), c)
+        sparsity = scaled_sparsity(shapes, dict(spec["base_sparsity"]), c)
         cfg = dataclasses.replace(base, sparsity=sparsity)
         if dense_dir is not None:
             cfg = dataclasses.replace(cfg, pretrained=dense_dir)
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workdir", required=True, help="directory of the probes (required)")
     args = parser.parse_args(argv)
     try:
-        spec = load_spec(args.config)
+        spec = read_config_file(args.config)
         check_spec(spec)
     except (ValueError, TypeError) as err:
         parser.error(str(err))

@@ -91,12 +91,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workdir", help="a finished structured LeNet-5 run (its pruned/)")
     args = parser.parse_args(argv)
-    from admmjax.checkpoint import load_pytree
     from experiments import data as data_lib
-    from experiments import models
+    from experiments import evaluate
 
-    _, like, _ = models.functional(models.create_model("lenet5", seed=0))
-    params = load_pytree(os.path.join(args.workdir, "pruned"), like)
+    cfg, params = evaluate.load_params(args.workdir)
+    if cfg.model != "lenet5":
+        parser.error(f"{args.workdir} holds a {cfg.model} run; shrink rebuilds LeNet-5 only")
     full = {k: {n: np.asarray(v) for n, v in params[k].items()} for k in params}
     small = shrink_lenet5(full)
     x, y = data_lib.load_split("mnist", "test")

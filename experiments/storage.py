@@ -91,16 +91,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workdir", help="a finished run (its pruned/ and config.json)")
     args = parser.parse_args(argv)
-    from admmjax.checkpoint import load_pytree
-    from experiments import models, train
+    from experiments import evaluate, train
 
-    with open(os.path.join(args.workdir, "config.json")) as f:
-        cfg = json.load(f)
-    _, like, _ = models.functional(models.create_model(cfg["model"], seed=0))
-    params = load_pytree(os.path.join(args.workdir, "pruned"), like)
-    targets = admmjax.sparsity_by_path(
-        params, {p: train.parse_target(v, p) for p, v in cfg["sparsity"].items()}
-    )
+    cfg, params = evaluate.load_params(args.workdir)
+    targets = train.sparsity_targets(params, cfg.sparsity)
     result = storage(params, targets)
     with open(os.path.join(args.workdir, "storage.json"), "w") as f:
         json.dump(result, f, indent=2)

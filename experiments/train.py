@@ -73,7 +73,7 @@ class Config:
     pretrain_lr: float = 1e-3
     pretrain_schedule: str = "cosine"  # "constant" or "cosine" (decay to 0 over the stage)
     # ADMM: `sparsity` maps path patterns (e.g. "fc1/kernel") to the fraction pruned, or to
-    # a constraint spec string (see `parse_target`: "2:4", "filters:0.5", "ternary", ...).
+    # a constraint spec string (see `parse_target`: "2:4", "filters:0.5", "quant:1", ...).
     sparsity: dict[str, float | str] = dataclasses.field(default_factory=dict)
     admm_iterations: int = 10
     admm_epochs: float = 1.0  # W-step epochs per ADMM iteration
@@ -202,6 +202,11 @@ def parse_target(value: float | str, pattern: str = "?") -> Any:
     )
 
 
+def sparsity_targets(params: Any, sparsity: dict[str, float | str]) -> Any:
+    """``Config.sparsity`` (fractions or constraint specs) as an admmjax targets tree."""
+    return admmjax.sparsity_by_path(params, {p: parse_target(v, p) for p, v in sparsity.items()})
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value < 1.0:
@@ -261,9 +266,7 @@ class Pipeline:
         kwargs = {"dropout": cfg.dropout} if cfg.dropout or takes_dropout else {}
         model = models_lib.create_model(cfg.model, seed=cfg.seed, **kwargs)
         _, self.init_params, self.apply_fn = models_lib.functional(model)
-        self.targets = admmjax.sparsity_by_path(
-            self.init_params, {p: parse_target(v, p) for p, v in cfg.sparsity.items()}
-        )
+        self.targets = sparsity_targets(self.init_params, cfg.sparsity)
         self.key = jax.random.key(cfg.seed)
         # Data parallelism: the global batch is split over a `data` mesh axis; params,
         # optimizer and ADMM state are replicated; jit inserts the gradient all-reduce.
@@ -372,21 +375,17 @@ class Pipeline:
         :meth:`evaluate_topk` returns them.
         """
         if split == "validation":
-            total = 0
-            for batch in self.source.validation_batches(
-                self.cfg.eval_batch_size, shard_index=self.shard_index, num_shards=self.num_shards
-            ):
-                total += int(self._correct(params, *parallel.shard_batch(batch, self.mesh)))
-            return total / self.source.num_validation
-        if self.source.top5:
+            batches, count = self.source.validation_batches, self.source.num_validation
+        elif self.source.top5:
             return self.evaluate_topk(params)["top1"]
+        else:
+            batches, count = self.source.eval_batches, self.source.num_test
         total = 0
-        batches = self.source.eval_batches(
+        for batch in batches(
             self.cfg.eval_batch_size, shard_index=self.shard_index, num_shards=self.num_shards
-        )
-        for batch in batches:
+        ):
             total += int(self._correct(params, *parallel.shard_batch(batch, self.mesh)))
-        return total / self.source.num_test
+        return total / count
 
     def evaluate_topk(self, params: Any) -> dict[str, float]:
         """``{"top1": ..., "top5": ...}`` accuracies on the whole test split (fractions).

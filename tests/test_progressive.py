@@ -12,6 +12,7 @@ import pytest
 import admmjax
 from admmjax.checkpoint import load_pytree
 from experiments import models, progressive, train
+from experiments.mnist import read_config_file
 
 QUICK = {
     "model": "lenet300_100",
@@ -84,6 +85,6 @@ def test_shipped_progressive_configs_are_valid(name):
 
     path = Path(__file__).resolve().parents[1] / f"experiments/configs/{name}.py"
     assert "experiments.progressive" in path.read_text().splitlines()[0]
-    configs = progressive.stage_configs(progressive.load_spec(str(path)))
+    configs = progressive.stage_configs(read_config_file(str(path)))
     assert [c.carry_masks for c in configs] == [True, True]
     assert os.path.isdir(configs[0].pretrained)  # starts from a committed pruned model
