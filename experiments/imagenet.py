@@ -58,12 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
             "command restarted continues from WORKDIR/checkpoints.",
             80,
         ),
-        epilog=(
-            "Values come from train.Config's defaults (shown), overridden by --config,\n"
-            "overridden by the options given; every value is checked before any work starts.\n"
-            "Outputs in WORKDIR (the final table, table.md, is also printed):\n"
-            + textwrap.fill(mnist.OUTPUTS, 78, initial_indent="  ", subsequent_indent="  ")
-            + "\n\nexample:\n"
+        epilog=mnist.epilog(
             "  python -m experiments.imagenet --config experiments/configs/alexnet_weights.py \\\n"
             "      --workdir workdirs/alexnet_weights --pretrained bvlc_alexnet.npz"
         ),
@@ -87,23 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'pattern=fraction,...' over parameter paths (conv1/kernel, fc*/kernel...) "
         "[default: the config's; required without --config]",
     )
-    for name, (typ, rule, text) in mnist.OPTIONS.items():
-        default = DEFAULT_TEXT.get(name, getattr(mnist.DEFAULTS, name))
-        kwargs: dict[str, Any] = {"type": mnist._checked(typ, rule)}
-        if rule == "schedule":
-            kwargs = {"choices": mnist.SCHEDULES}
-        p.add_argument(
-            "--" + name.replace("_", "-"),
-            default=None,
-            help=f"{HELP.get(name, text)} [default: {default}]",
-            **kwargs,
-        )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--coordinator", help="multi-host: host:port of process 0's coordinator")
-    p.add_argument("--num-processes", type=mnist._checked(int, ">0"), help="multi-host: count")
-    p.add_argument(
-        "--process-id", type=mnist._checked(int, ">=0"), help="multi-host: this process's index"
-    )
+    mnist.add_run_options(p, help_text=HELP, default_text=DEFAULT_TEXT)
     return p
 
 

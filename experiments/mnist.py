@@ -249,12 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
             "restarted continues from WORKDIR/checkpoints.",
             80,
         ),
-        epilog=(
-            "Values come from train.Config's defaults (shown), overridden by --config,\n"
-            "overridden by the options given; every value is checked before any work starts.\n"
-            "Outputs in WORKDIR (the final table, table.md, is also printed):\n"
-            + textwrap.fill(OUTPUTS, 78, initial_indent="  ", subsequent_indent="  ")
-            + "\n\nexample:\n"
+        epilog=epilog(
             "  python -m experiments.mnist --model lenet300_100 --sparsity 0.95 \\\n"
             "      --pretrain-epochs 5 --workdir /tmp/run"
         ),
@@ -282,15 +277,39 @@ def build_parser() -> argparse.ArgumentParser:
         "'pattern=fraction,...' over parameter paths (glob patterns such as fc1/kernel, "
         "conv*/kernel); biases stay dense [default: the config's; required without --config]",
     )
+    add_run_options(p)
+    return p
+
+
+def epilog(example: str) -> str:
+    """The ``--help`` epilog of a pruning CLI: where values come from, the outputs, and
+    ``example`` (indented command lines)."""
+    return (
+        "Values come from train.Config's defaults (shown), overridden by --config,\n"
+        "overridden by the options given; every value is checked before any work starts.\n"
+        "Outputs in WORKDIR (the final table, table.md, is also printed):\n"
+        + textwrap.fill(OUTPUTS, 78, initial_indent="  ", subsequent_indent="  ")
+        + "\n\nexample:\n"
+        + example
+    )
+
+
+def add_run_options(
+    p: argparse.ArgumentParser,
+    help_text: dict[str, str] | None = None,
+    default_text: dict[str, str] = DEFAULT_TEXT,
+) -> None:
+    """One option per :data:`OPTIONS` entry (``help_text`` overrides some helps,
+    ``default_text`` some shown defaults), then progress and multi-host options."""
     for name, (typ, rule, text) in OPTIONS.items():
-        default = DEFAULT_TEXT.get(name, getattr(DEFAULTS, name))
+        default = default_text.get(name, getattr(DEFAULTS, name))
         kwargs: dict[str, Any] = {"type": _checked(typ, rule)}
         if rule == "schedule":
             kwargs = {"choices": SCHEDULES}
         p.add_argument(
             "--" + name.replace("_", "-"),
             default=None,
-            help=f"{text} [default: {default}]",
+            help=f"{(help_text or {}).get(name, text)} [default: {default}]",
             **kwargs,
         )
     p.add_argument(
@@ -313,7 +332,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="multi-host: this process's index in [0, NUM_PROCESSES) "
         "[default: $ADMMJAX_PROCESS_ID]",
     )
-    return p
 
 
 # --------------------------------------------------------------------------- checks
