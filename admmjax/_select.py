@@ -1,13 +1,22 @@
-"""Exact selection of the ``k`` largest magnitudes without sorting.
+"""Exact selection of the ``k`` largest magnitudes, ties to the lowest index.
 
 For a non-negative IEEE float, the bit pattern read as an unsigned integer is
-monotone in the value. So the ``k``-th largest ``|x|`` is found by a radix select
-over the 32 bits of ``|x|`` as ``float32``: one histogram of the high 16 bits
-finds the bucket holding the ``k``-th value, a second histogram of the low 16
-bits inside that bucket finds the exact bit pattern ``T``. Both passes are
-``O(n)`` scatter-adds into 65,536 bins. Entries above ``T`` are kept, and of the
-entries equal to ``T`` the ones with the lowest flat index are kept until exactly
-``k`` are, so ties are broken deterministically and the count is exact.
+monotone in the value, so every method here works on ``uint32`` keys: ``|x|`` as
+``float32``, bitcast. The ``k``-th largest key ``T`` is found per platform:
+
+* CPU: a radix select without sorting. One histogram of the high 16 bits finds the
+  bucket holding the ``k``-th key, a second histogram of the low 16 bits inside that
+  bucket finds ``T`` exactly. Both passes are ``O(n)`` scatter-adds into 65,536 bins
+  (42x faster than ``lax.top_k`` at 37.7M entries on a 2-core CPU).
+* GPU and TPU: a sort of the keys, ``T = sort(keys)[n - k]``. The radix select's
+  scatter-adds serialise on atomics there (all keys of a layer share a few exponent
+  buckets): on an H200 it measured 18x slower than the sort at 37.7M entries.
+
+The platform is chosen when the computation is lowered
+(``lax.platform_dependent``), so one jitted function serves every backend. Then,
+with ``T`` and the counts of keys ``> T`` and ``== T``, entries above ``T`` are kept,
+and of the entries equal to ``T`` the ones with the lowest flat index are kept until
+exactly ``k`` are: both methods give the same mask, bit for bit.
 
 ``float16`` and ``bfloat16`` convert to ``float32`` exactly, so one code path
 serves them. NaN magnitudes have bit patterns above ``+inf`` and therefore rank
@@ -16,6 +25,7 @@ as the largest entries: they are kept, never silently dropped.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -46,11 +56,31 @@ def _suffix_counts(hist: jax.Array) -> jax.Array:
 
 
 def kth_largest_key(keys: jax.Array, k: jax.Array | int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Radix select: the ``k``-th largest key ``T``, the count of keys ``> T`` and ``== T``.
+    """The ``k``-th largest key ``T``, the count of keys ``> T`` and of keys ``== T``.
 
-    ``k`` must be in ``[1, keys.size]`` (it may be traced). Two passes over the keys.
+    ``k`` must be in ``[1, keys.size]`` (it may be traced). The radix select on CPU,
+    a sort on other platforms (see the module docstring); the results are identical.
     """
+    k = jnp.asarray(k, jnp.int32)
+    return lax.platform_dependent(keys, k, cpu=kth_largest_key_radix, default=kth_largest_key_sort)
+
+
+def kth_largest_key_radix(
+    keys: jax.Array, k: jax.Array | int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`kth_largest_key` by radix select: two histogram passes, no sort."""
     return _kth_largest_key(keys, k, lambda hist: hist)
+
+
+def kth_largest_key_sort(
+    keys: jax.Array, k: jax.Array | int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`kth_largest_key` by a full sort of the keys (the GPU/TPU method)."""
+    k = jnp.asarray(k, jnp.int32)
+    threshold = jnp.sort(keys)[keys.shape[0] - k]
+    greater = jnp.sum(keys > threshold, dtype=jnp.int32)
+    equal = jnp.sum(keys == threshold, dtype=jnp.int32)
+    return threshold, greater, equal
 
 
 def _kth_largest_key(
@@ -92,19 +122,33 @@ def _replicated(x: jax.Array) -> jax.Array:
     return jax.sharding.reshard(x, jax.sharding.NamedSharding(sharding.mesh, P()))
 
 
-@jax.jit
-def keep_mask_from_keys(keys: jax.Array, k: jax.Array | int) -> jax.Array:
+SELECTION_METHODS = ("auto", "radix", "sort")
+_SELECTORS = {"auto": kth_largest_key, "radix": kth_largest_key_radix, "sort": kth_largest_key_sort}
+
+
+def _check_method(method: str) -> None:
+    if method not in _SELECTORS:
+        raise ValueError(
+            f"unknown selection method {method!r}; expected one of {', '.join(SELECTION_METHODS)}"
+        )
+
+
+@functools.partial(jax.jit, static_argnames="method")
+def keep_mask_from_keys(keys: jax.Array, k: jax.Array | int, method: str = "auto") -> jax.Array:
     """Boolean mask (flat) of exactly ``min(k, n)`` largest keys, ties to low index.
 
-    Jitted (``k`` traced) so eager calls (``init``, ``prune``, ``project`` outside
-    ``jit``) compile once per leaf shape instead of re-tracing the ``lax.cond`` per call.
+    ``method``: ``"auto"`` (radix select on CPU, sort elsewhere), ``"radix"`` or
+    ``"sort"``; all three give the same mask. Jitted (``k`` traced) so eager calls
+    (``init``, ``prune``, ``project`` outside ``jit``) compile once per leaf shape
+    instead of re-tracing the ``lax.cond`` per call.
     """
+    _check_method(method)
     n = keys.shape[0]
     if n == 0:
         return jnp.zeros((0,), bool)
     keys = _replicated(keys)
     k = jnp.clip(jnp.asarray(k, jnp.int32), 0, n)
-    threshold, greater, equal = kth_largest_key(keys, jnp.maximum(k, 1))
+    threshold, greater, equal = _SELECTORS[method](keys, jnp.maximum(k, 1))
 
     def all_ties_kept(keys):
         return keys >= threshold
@@ -120,9 +164,15 @@ def keep_mask_from_keys(keys: jax.Array, k: jax.Array | int) -> jax.Array:
     return keep & (k > 0)
 
 
-def keep_mask(x: jax.Array, k: jax.Array | int) -> jax.Array:
-    """Mask with ``x``'s shape keeping exactly ``k`` largest ``|x|`` (index tie-break)."""
-    return keep_mask_from_keys(magnitude_keys(x), k).reshape(jnp.shape(x))
+def keep_mask(x: jax.Array, k: jax.Array | int, method: str = "auto") -> jax.Array:
+    """Mask with ``x``'s shape keeping exactly ``k`` largest ``|x|`` (index tie-break).
+
+    ``method`` picks how the ``k``-th largest magnitude is found: ``"auto"`` (the
+    default: radix select on CPU, a sort on GPU/TPU, whichever backend the
+    computation is compiled for), ``"radix"`` or ``"sort"``. The mask is the same.
+    """
+    _check_method(method)
+    return keep_mask_from_keys(magnitude_keys(x), k, method=method).reshape(jnp.shape(x))
 
 
 def keep_mask_top_k(x: jax.Array, k: int) -> jax.Array:

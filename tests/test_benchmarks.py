@@ -51,10 +51,10 @@ def _check_all(rows: list[dict[str, Any]], keys: tuple[str, ...], where: str) ->
 
 def _projection(r: dict[str, Any]) -> None:
     assert _positive(r["memory_bandwidth"]["copy_gb_per_s"])
-    _check_all(r["results"], ("n", "k", "top_k_over_radix", "sort_over_radix"), "projection")
+    _check_all(r["results"], ("n", "k", "top_k_over_ours", "sort_over_ours"), "projection")
     for row in r["results"]:
         assert row["masks_identical"] is True
-        for method in ("radix", "top_k", "sort", "np.partition"):
+        for method in ("ours", "top_k", "sort", "np.partition"):
             _check_all([row["methods"][method]], ("median_s", "gb_per_s", "sweeps"), method)
 
 

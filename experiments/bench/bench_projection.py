@@ -2,10 +2,14 @@
 
 Methods, all exact (``k`` entries, ties to the lowest index), timed on one float32 leaf:
 
-* ``radix``: ``admmjax.keep_mask`` jitted with ``k`` traced: two O(n) histogram passes.
+* ``ours``: ``admmjax.keep_mask`` jitted with ``k`` traced, its default
+  ``method="auto"``: the radix select (two O(n) histogram passes) on CPU, a sort of
+  the uint32 magnitude keys on GPU/TPU (the histograms' scatter-adds are slow there).
+* ``radix`` (not on CPU, where it is ``ours``): ``keep_mask(method="radix")``, the
+  CPU method forced, to show why the GPU/TPU default differs.
 * ``top_k``: ``admmjax.keep_mask_top_k`` (``lax.top_k``, static ``k``; sorts on CPU).
 * ``sort``: ``jnp.sort`` of the magnitudes for the threshold, then the same index
-  tie-break as ``radix``.
+  tie-break as ``ours``.
 * ``np.partition``: NumPy on the host, ``np.partition`` for the threshold plus the
   tie-break; the threshold-only time is reported too (``np.partition`` alone).
 
@@ -19,17 +23,20 @@ All masks are checked to hold exactly ``k`` entries and to be identical.
 
 Effective bandwidth. ``gb_per_s`` is ``4 n`` bytes (one read of the float32 leaf,
 the least any exact method must move) over the median time; it is a rate, not the
-traffic each method really does. Next to it the script measures this machine's
-memory bandwidth with NumPy (single-threaded, STREAM-like, on arrays of the largest
-size, at least 64 MiB so caches do not help): *copy* ``b[:] = a`` (STREAM counts 2
+traffic each method really does. Next to it the script measures the memory bandwidth
+of the device the leaf lives on. On a GPU/TPU: jitted ``2 x`` (copy: 8 bytes per
+entry) and ``sum(x)`` (read: 4 bytes) on the device. On CPU, with NumPy
+(single-threaded, STREAM-like, on arrays of the largest size, at least 64 MiB so
+caches do not help): *copy* ``b[:] = a`` (STREAM counts 2
 arrays: 8 bytes per entry), *scale* ``b = 2 a`` (8 bytes), *triad* ``c = a + 2 b`` as
 two in-place NumPy ops (``c = 2 b; c += a``: STREAM counts 3 arrays, 12 bytes per
 entry, though the two passes really move 20), and *read* ``a.sum()`` (4 bytes). The
 column ``sweeps`` is ``median time x copy GB/s / 4 n``: how many single reads of the
 leaf at the measured bandwidth the method's time would pay for. The radix select
-reads the leaf about 4 times (keys, two histograms, the mask; a fifth pass with the
-prefix sum when ties straddle the threshold), so ``sweeps`` near 4 would mean it runs
-at memory speed; above that, its scatter-add histograms are the bound.
+(``ours`` on CPU) reads the leaf about 4 times (keys, two histograms, the mask; a
+fifth pass with the prefix sum when ties straddle the threshold), so ``sweeps`` near
+4 would mean it runs at memory speed; above that, its scatter-add histograms are the
+bound.
 
     python experiments/bench/bench_projection.py                 # 100k ... 37.7M
     python experiments/bench/bench_projection.py --sizes 1e6 3e7
@@ -43,6 +50,7 @@ a test: it asserts only that the methods agree.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -63,7 +71,7 @@ import numpy as np  # noqa: E402
 import admmjax  # noqa: E402
 from experiments.bench.env import environment  # noqa: E402
 
-METHODS = ("radix", "top_k", "sort", "np.partition")
+BASELINES = ("top_k", "sort", "np.partition")
 FC6 = 9216 * 4096  # AlexNet's fc6 kernel: 37,748,736 entries
 DEFAULT_SIZES = [1e5, 4e5, 1e6, 4e6, 1e7, FC6]
 
@@ -144,6 +152,23 @@ def memory_bandwidth(n: int, repeats: int = 5) -> dict[str, Any]:
     return out
 
 
+def device_bandwidth(n: int, repeats: int = 5) -> dict[str, Any]:
+    """Jitted kernels on the default device, float32 arrays of ``n`` entries: best GB/s.
+
+    *copy* is ``2 x`` into a new array (read and write: 8 bytes per entry), *read* is
+    ``sum(x)`` (4 bytes). For accelerators, where NumPy would measure the host.
+    """
+    x = jax.device_put(np.random.default_rng(1).standard_normal(n, dtype=np.float32))
+    kernels = {"copy": (jax.jit(lambda a: 2 * a), 8), "read": (jax.jit(jnp.sum), 4)}
+    out: dict[str, Any] = {"n": n, "device": str(jax.devices()[0]), "repeats": repeats}
+    for name, (fn, bytes_per_entry) in kernels.items():
+        jax.block_until_ready(fn(x))  # compile
+        run = functools.partial(lambda f: jax.block_until_ready(f(x)), fn)
+        best = min(_once(run) for _ in range(repeats))
+        out[f"{name}_gb_per_s"] = bytes_per_entry * n / best / 1e9
+    return out
+
+
 def _once(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
@@ -159,11 +184,14 @@ def bench_size(
     x = jax.device_put(x_host)
     k = n - math.floor(sparsity * n)
     k_dev = jnp.int32(k)
-    radix = jax.jit(admmjax.keep_mask)
+    ours = jax.jit(admmjax.keep_mask)
+    radix = jax.jit(functools.partial(admmjax.keep_mask, method="radix"))
     top_k = jax.jit(admmjax.keep_mask_top_k, static_argnums=1)
 
-    fns = {
-        "radix": lambda: radix(x, k_dev),
+    fns = {"ours": lambda: ours(x, k_dev)}
+    if jax.default_backend() != "cpu":  # on CPU "ours" is the radix select
+        fns["radix"] = lambda: radix(x, k_dev)
+    fns |= {
         "top_k": lambda: top_k(x, k),
         "sort": lambda: keep_mask_sort(x, k_dev),
         "np.partition": lambda: keep_mask_numpy(x_host, k),
@@ -189,14 +217,15 @@ def bench_size(
     for name, mask in masks.items():
         if int(mask.sum()) != k:
             raise AssertionError(f"{name} kept {int(mask.sum())} entries at n={n}, want {k}")
-        if not np.array_equal(mask, masks["radix"]):
-            raise AssertionError(f"{name} and radix keep different entries at n={n}")
+        if not np.array_equal(mask, masks["ours"]):
+            raise AssertionError(f"{name} and ours keep different entries at n={n}")
     row["masks_identical"] = True
     m = row["methods"]
-    for other in ("top_k", "sort", "np.partition"):
-        key = other.replace("np.", "np_")
-        row[f"{key}_over_radix"] = m[other]["median_s"] / m["radix"]["median_s"]
-    row["top_k_over_radix_min"] = m["top_k"]["min_s"] / m["radix"]["min_s"]
+    for other in m:
+        if other != "ours":
+            key = other.replace("np.", "np_")
+            row[f"{key}_over_ours"] = m[other]["median_s"] / m["ours"]["median_s"]
+    row["top_k_over_ours_min"] = m["top_k"]["min_s"] / m["ours"]["min_s"]
     return row
 
 
@@ -206,28 +235,43 @@ def _ms(s: float) -> str:
 
 def markdown(rows: list[dict[str, Any]], bandwidth: dict[str, Any]) -> str:
     """The results table; times in ms, rates in GB/s of ``4 n`` bytes."""
+    has_radix = "radix" in rows[0]["methods"]
+    names = ["ours", *(["radix"] if has_radix else []), *BASELINES]
+    radix_head = " radix ms |" if has_radix else ""
+    radix_ratio_head = " radix / ours |" if has_radix else ""
     lines = [
-        "| n | radix (ours) ms | lax.top_k ms | jnp.sort ms | np.partition ms "
-        "(threshold only) | top_k / ours | sort / ours | np / ours "
-        "| GB/s ours / top_k / sort / np | ours sweeps |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        f"| n | ours ms |{radix_head} lax.top_k ms | jnp.sort ms | np.partition ms "
+        f"(threshold only) |{radix_ratio_head} top_k / ours | sort / ours | np / ours "
+        f"| GB/s {' / '.join(names)} | ours sweeps |",
+        "|---:" * (8 + 2 * has_radix) + "|---|---:|",
     ]
     for r in rows:
         m = r["methods"]
-        rates = " / ".join(f"{m[k]['gb_per_s']:.3g}" for k in METHODS)
+        rates = " / ".join(f"{m[k]['gb_per_s']:.3g}" for k in names)
+        radix = f" {_ms(m['radix']['median_s'])} |" if has_radix else ""
+        radix_ratio = f" {r['radix_over_ours']:.1f}x |" if has_radix else ""
         lines.append(
-            f"| {r['n']:,} | {_ms(m['radix']['median_s'])} "
-            f"| {_ms(m['top_k']['median_s'])} | {_ms(m['sort']['median_s'])} "
+            f"| {r['n']:,} | {_ms(m['ours']['median_s'])} |{radix}"
+            f" {_ms(m['top_k']['median_s'])} | {_ms(m['sort']['median_s'])} "
             f"| {_ms(m['np.partition']['median_s'])} ({_ms(r['np_partition_threshold_only_s'])}) "
-            f"| {r['top_k_over_radix']:.1f}x | {r['sort_over_radix']:.1f}x "
-            f"| {r['np_partition_over_radix']:.2f}x | {rates} | {m['radix']['sweeps']:.1f} |"
+            f"|{radix_ratio} {r['top_k_over_ours']:.1f}x | {r['sort_over_ours']:.1f}x "
+            f"| {r['np_partition_over_ours']:.2f}x | {rates} | {m['ours']['sweeps']:.1f} |"
         )
     bw = bandwidth
+    if "threads" in bw:
+        measured = (
+            f"NumPy, 1 thread, {bw['n']:,} float32 entries, best of {bw['repeats']}): copy "
+            f"{bw['copy_gb_per_s']:.1f} GB/s, scale {bw['scale_gb_per_s']:.1f}, triad "
+            f"{bw['triad_gb_per_s']:.1f}, read {bw['read_gb_per_s']:.1f}"
+        )
+    else:
+        measured = (
+            f"jitted on {bw['device']}, {bw['n']:,} float32 entries, best of "
+            f"{bw['repeats']}): copy {bw['copy_gb_per_s']:.1f} GB/s, read "
+            f"{bw['read_gb_per_s']:.1f}"
+        )
     lines.append(
-        f"\nMemory bandwidth (NumPy, 1 thread, {bw['n']:,} float32 entries, best of "
-        f"{bw['repeats']}): copy {bw['copy_gb_per_s']:.1f} GB/s, scale "
-        f"{bw['scale_gb_per_s']:.1f}, triad {bw['triad_gb_per_s']:.1f}, read "
-        f"{bw['read_gb_per_s']:.1f}. GB/s above = 4 n bytes / median time; sweeps = "
+        f"\nMemory bandwidth ({measured}. GB/s above = 4 n bytes / median time; sweeps = "
         "median time x copy bandwidth / 4 n."
     )
     return "\n".join(lines)
@@ -282,7 +326,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     name = f"projection_{plat}_quick.json" if args.quick else f"projection_{plat}.json"
     out = args.out or REPO / "experiments" / "results" / "bench" / name
     bw_n = 1 << 20 if args.quick else max(max(sizes), 1 << 24)
-    bandwidth = memory_bandwidth(bw_n, repeats=2 if args.quick else 5)
+    bw_repeats = 2 if args.quick else 5
+    if plat == "cpu":
+        bandwidth = memory_bandwidth(bw_n, repeats=bw_repeats)
+    else:
+        bandwidth = device_bandwidth(bw_n, repeats=bw_repeats)
     print(f"memory copy bandwidth {bandwidth['copy_gb_per_s']:.1f} GB/s", file=sys.stderr)
     rows = []
     for n in sizes:
