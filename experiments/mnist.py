@@ -163,6 +163,22 @@ OPTIONS: dict[str, tuple[type, str | None, str]] = {
         "schedule",
         "learning-rate schedule of retraining: constant, or cosine decay to 0 over the stage",
     ),
+    "teacher": (
+        str,
+        None,
+        "distil from this model during ADMM and retraining: a workdir (its dense/) or params "
+        "checkpoint directory",
+    ),
+    "distill_weight": (
+        float,
+        None,
+        "weight w of the distillation term: (1 - w) CE + w T^2 KL (dimensionless, in [0, 1])",
+    ),
+    "distill_temperature": (
+        float,
+        ">0",
+        "softmax temperature T of the distillation term (dimensionless, > 0)",
+    ),
     "checkpoint_every": (
         int,
         ">=0",
@@ -174,6 +190,7 @@ OPTIONS: dict[str, tuple[type, str | None, str]] = {
 DEFAULT_TEXT = {
     "data_dir": "$TFDS_DATA_DIR, else ~/tensorflow_datasets",
     "pretrained": "none: pretrain from scratch",
+    "teacher": "none: no distillation",
 }
 
 OUTPUTS = (

@@ -99,15 +99,23 @@ def write_summary(workdir: str, summaries: list[dict[str, Any]]) -> None:
     ]
     with open(os.path.join(workdir, "progressive.json"), "w") as f:
         json.dump({"stages": rows, "summaries": summaries}, f, indent=2)
+    # Validation columns when the stages held out a validation split (Config.validation_size).
+    has_val = all(r["validation_accuracy"] for r in rows)
+    val_head = " validation: after hard prune | validation: retrained |" if has_val else ""
     lines = [
-        "| stage | compression | kept weights | after hard prune | retrained (test) | epochs |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| stage | compression | kept weights | after hard prune | retrained (test) |"
+        f"{val_head} epochs |",
+        "|---:" * (6 + 2 * has_val) + "|",
     ]
     for r in rows:
+        val = r["validation_accuracy"]
+        val_cells = (
+            f" {100 * val['hard_prune']:.2f}% | {100 * val['pruned']:.2f}% |" if has_val else ""
+        )
         lines.append(
             f"| {r['stage']} | {r['compression']:.1f}x | {r['nonzero']:,} | "
-            f"{100 * r['hard_prune_accuracy']:.2f}% | {100 * r['pruned_accuracy']:.2f}% | "
-            f"{r['epochs']:g} |"
+            f"{100 * r['hard_prune_accuracy']:.2f}% | {100 * r['pruned_accuracy']:.2f}% |"
+            f"{val_cells} {r['epochs']:g} |"
         )
     with open(os.path.join(workdir, "progressive.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -92,6 +92,14 @@ class Config:
     retrain_steps: int = 0
     retrain_lr: float = 1e-3
     retrain_schedule: str = "cosine"
+    # Knowledge distillation (not in the paper): with `teacher` (a workdir, whose dense/
+    # model is used, or a params checkpoint, as for `pretrained`), every ADMM W-step and
+    # retraining step minimises (1 - w) CE + w T^2 KL(softmax(t / T) || softmax(s / T))
+    # with w = distill_weight, T = distill_temperature, t / s the teacher's / student's
+    # logits on the same (augmented) batch. Pretraining is never distilled.
+    teacher: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
     # Bookkeeping.
     checkpoint_every: int = 0  # steps between checkpoints (0: once per epoch)
     log_every: int = 50  # steps per loss point in the history
@@ -153,6 +161,14 @@ class Config:
                 )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not (0.0 <= self.distill_weight <= 1.0):
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
+        if not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
+            raise ValueError(
+                f"distill_temperature must be a finite number > 0, got {self.distill_temperature}"
+            )
+        if self.teacher is not None and not os.path.exists(self.teacher):
+            raise ValueError(f"teacher {self.teacher!r} does not exist (a workdir or checkpoint)")
         if not self.sparsity:
             raise ValueError("sparsity is empty: give at least one 'path-pattern': fraction")
         for pattern, value in self.sparsity.items():
@@ -218,6 +234,20 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+def distillation_loss(
+    student_logits: jax.Array, teacher_logits: jax.Array, temperature: float
+) -> jax.Array:
+    """``T^2 KL(softmax(t / T) || softmax(s / T))``, batch mean (Hinton et al., 2015).
+
+    The ``T^2`` keeps its gradient on the scale of the cross-entropy's as ``T`` varies.
+    The teacher's logits are constants: no gradient flows into them.
+    """
+    t = jax.lax.stop_gradient(teacher_logits) / temperature
+    s = student_logits / temperature
+    kl = jnp.sum(jax.nn.softmax(t) * (jax.nn.log_softmax(t) - jax.nn.log_softmax(s)), -1)
+    return temperature**2 * jnp.mean(kl)
+
+
 def lr_schedule(lr: float, kind: str, period: int) -> optax.Schedule:
     """Constant, or cosine decay to 0 restarting every ``period`` optimizer steps."""
     if kind == "constant" or period <= 0:
@@ -278,15 +308,28 @@ class Pipeline:
 
         shift = cfg.augment_shift
 
-        def loss_fn(params, x, y, rng):
+        def loss_fn(params, x, y, rng, teacher=None):
             x = data_lib.to_float(x)
             if shift:
                 rng, shift_rng = jax.random.split(rng)
                 x = random_shift(x, shift_rng, shift)
             logits = apply_fn(params, x, True, rng)
-            return cross_entropy(logits, y)
+            loss = cross_entropy(logits, y)
+            if teacher is None:
+                return loss
+            w = cfg.distill_weight
+            soft = distillation_loss(
+                logits, apply_fn(teacher, x, False, None), cfg.distill_temperature
+            )
+            return (1.0 - w) * loss + w * soft
 
         self.loss_fn = loss_fn
+        # The teacher's params travel as a step argument (not a jit constant), replicated.
+        self.teacher = (
+            self.replicate(load_dense_params(cfg.teacher, self.init_params))
+            if cfg.teacher
+            else None
+        )
 
         @jax.jit
         def correct(params, x, y, valid):
@@ -691,6 +734,7 @@ def run_stage(
     params, opt_state, admm_state = pipe.replicate((params, opt_state, admm_state))
     masks = opt_state.masks if isinstance(opt_state, admmjax.KeepPrunedState) else None
     step_fn = admmjax.make_train_step(pipe.loss_fn, pipe.transform(stage, masks), donate=False)
+    teacher = () if pipe.teacher is None or stage == "pretrain" else (pipe.teacher,)
     ckpt_every = cfg.checkpoint_every or pipe.steps_per_epoch
     period = pipe.admm_period()
     stage_key = jax.random.fold_in(pipe.key, STAGES.index(stage))
@@ -704,7 +748,9 @@ def run_stage(
         if step >= total:
             break
         rng = jax.random.fold_in(stage_key, step)
-        params, opt_state, loss = step_fn(params, opt_state, x, y, rng, admm_state=admm_state)
+        params, opt_state, loss = step_fn(
+            params, opt_state, x, y, rng, *teacher, admm_state=admm_state
+        )
         loss_sum, loss_count = loss_sum + loss, loss_count + 1
         done = step + 1
         if done % cfg.log_every == 0 or done == total:

@@ -118,6 +118,9 @@ BAD_OPTIONS = {
     "too many devices": (["--devices", "99"], "devices must be in [0, "),
     "subset below one batch": (["--train-subset", "10"], "smaller than one batch"),
     "missing config": (["--config", "no/such/config.py"], "'no/such/config.py' is not a file"),
+    "missing teacher": (["--teacher", "no/such/run"], "teacher 'no/such/run' does not exist"),
+    "distill weight above 1": (["--distill-weight", "1.5"], "distill_weight must be in [0, 1]"),
+    "zero temperature": (["--distill-temperature", "0"], "--distill-temperature: expected a"),
 }
 
 

@@ -65,3 +65,60 @@ def test_validation_split_is_held_out_of_training(mnist_dir):
         data.ArraySource("mnist", mnist_dir, train_subset=1000, validation_size=1000)
     with pytest.raises(ValueError, match="allocation must be"):
         train.Config(sparsity={"fc1/kernel": 0.5}, allocation="both").validate()
+
+
+def test_distillation_loss_is_t2_kl_with_no_teacher_gradient():
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    s, t = rng.standard_normal((2, 8, 10)).astype(np.float32)
+    temp = 3.0
+
+    def softmax(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    p, q = softmax(t / temp), softmax(s / temp)
+    want = temp**2 * np.mean(np.sum(p * (np.log(p) - np.log(q)), -1))
+    got = train.distillation_loss(jnp.asarray(s), jnp.asarray(t), temp)
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    assert float(train.distillation_loss(jnp.asarray(t), jnp.asarray(t), temp)) == pytest.approx(
+        0.0, abs=1e-6
+    )
+    grad_t = jax.grad(lambda t_: train.distillation_loss(jnp.asarray(s), t_, temp))(jnp.asarray(t))
+    assert not np.asarray(grad_t).any()
+
+
+def test_distillation_from_a_teacher_changes_admm_and_retraining_only(tmp_path, mnist_dir):
+    import json
+
+    base = dict(
+        model="lenet300_100", data_dir=mnist_dir, train_subset=2048, batch_size=64,
+        pretrain_steps=40, admm_iterations=2, admm_steps=10, retrain_steps=20, progress=False,
+        sparsity={"fc1/kernel": 0.9, "fc2/kernel": 0.9, "fc3/kernel": 0.5}, log_every=5,
+    )  # fmt: skip
+    runs = {
+        "plain": {},
+        "weight 0": {"teacher": str(tmp_path / "plain"), "distill_weight": 0.0},
+        "distilled": {"teacher": str(tmp_path / "plain"), "distill_weight": 0.7},
+    }
+    summaries, histories = {}, {}
+    for name, extra in runs.items():
+        workdir = tmp_path / name.replace(" ", "_")
+        cfg = train.Config(**base, **extra)
+        summaries[name] = train.run(cfg, str(workdir), log=lambda s: None)
+        histories[name] = json.loads((workdir / "history.json").read_text())
+
+    def losses(name, stage):
+        return [loss for s, _, loss in histories[name]["loss"] if s == stage]
+
+    # Pretraining is never distilled: identical dense models in all three runs.
+    assert len({s["dense_accuracy"] for s in summaries.values()}) == 1
+    assert losses("distilled", "pretrain") == losses("plain", "pretrain")
+    # Weight 0 is exactly the undistilled loss; weight 0.7 changes ADMM and retraining.
+    for stage in ("admm", "retrain"):
+        assert losses("plain", stage)
+        assert losses("weight 0", stage) == losses("plain", stage)
+        assert losses("distilled", stage) != losses("plain", stage)
+    assert summaries["distilled"]["nonzero"] == summaries["plain"]["nonzero"]
