@@ -368,6 +368,10 @@ def keep_mask_sharded(
     shard's row), so a tie's global rank is: ties in earlier rows (all shards), plus
     ties in the same row of earlier shards, plus its inclusive rank in its own row;
     it is kept when that rank is at most ``k - count(> T)``.
+
+    This sharded path uses the radix select on every platform (a sort cannot be
+    ``psum``-ed), also on GPUs, where the unsharded :func:`admmjax.keep_mask` sorts
+    instead because the histograms' scatter-adds are slow there.
     """
     num_shards = mesh.shape[axis]
     shape = tuple(jnp.shape(x))
