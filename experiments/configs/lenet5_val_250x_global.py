@@ -1,0 +1,18 @@
+# python -m experiments.progressive --config experiments/configs/lenet5_val_250x_global.py --workdir experiments/results/lenet5_val_250x_global
+"""LeNet-5 at 250x, recipe variant: global allocation: each Z-step and the hard prune split the same 1,720-weight total across the layers by magnitude.
+
+Stage 4 of ``lenet5_val.py`` (same start: that chain's 200x model, same 5,000
+held-out validation images, same ADMM schedule) with one change. Compared with the
+other variants on validation accuracy only.
+"""
+
+import os
+import runpy
+
+_CHAIN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "lenet5_val.py"))
+
+
+def get_config() -> dict:
+    chain = _CHAIN["get_config"]()
+    stage = {**chain["stages"][-1], "allocation": "global"}
+    return {"base": {**chain["base"], "pretrained": _CHAIN["FROM_200X"]}, "stages": [stage]}

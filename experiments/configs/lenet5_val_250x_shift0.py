@@ -1,0 +1,18 @@
+# python -m experiments.progressive --config experiments/configs/lenet5_val_250x_shift0.py --workdir experiments/results/lenet5_val_250x_shift0
+"""LeNet-5 at 250x, recipe variant: no random translations in this stage (the 1,720-weight network underfits).
+
+Stage 4 of ``lenet5_val.py`` (same start: that chain's 200x model, same 5,000
+held-out validation images, same ADMM schedule) with one change. Compared with the
+other variants on validation accuracy only.
+"""
+
+import os
+import runpy
+
+_CHAIN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "lenet5_val.py"))
+
+
+def get_config() -> dict:
+    chain = _CHAIN["get_config"]()
+    stage = {**chain["stages"][-1], "augment_shift": 0}
+    return {"base": {**chain["base"], "pretrained": _CHAIN["FROM_200X"]}, "stages": [stage]}
