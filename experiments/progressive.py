@@ -83,6 +83,19 @@ def run(spec: dict[str, Any], workdir: str, log=print) -> list[dict[str, Any]]:
     return summaries
 
 
+def rerun_last_stage(spec: dict[str, Any], pretrained: str, **changes: Any) -> dict[str, Any]:
+    """A progressive config of ``spec``'s last stage alone, with ``changes`` to its fields,
+    warm-started from ``pretrained`` (e.g. an earlier stage's ``pruned/``).
+
+    How a config reruns one stage of a chain with another recipe (see
+    ``experiments/configs/lenet300_100_val_60x_*.py``).
+    """
+    return {
+        "base": {**spec.get("base", {}), "pretrained": pretrained},
+        "stages": [{**spec["stages"][-1], **changes}],
+    }
+
+
 def write_summary(workdir: str, summaries: list[dict[str, Any]]) -> None:
     rows = [
         {

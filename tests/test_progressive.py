@@ -88,3 +88,18 @@ def test_shipped_progressive_configs_are_valid(name):
     configs = progressive.stage_configs(read_config_file(str(path)))
     assert [c.carry_masks for c in configs] == [True, True]
     assert os.path.isdir(configs[0].pretrained)  # starts from a committed pruned model
+
+
+def test_rerun_last_stage_keeps_the_base_and_changes_only_the_last_stage():
+    from experiments.progressive import rerun_last_stage
+
+    spec = {
+        "base": {"model": "lenet300_100", "rho": 1e-3},
+        "stages": [{"sparsity": {"fc1/kernel": 0.9}}, {"sparsity": {"fc1/kernel": 0.95}}],
+    }
+    out = rerun_last_stage(spec, "some/stage_1/pruned", admm_iterations=20)
+    assert out == {
+        "base": {"model": "lenet300_100", "rho": 1e-3, "pretrained": "some/stage_1/pruned"},
+        "stages": [{"sparsity": {"fc1/kernel": 0.95}, "admm_iterations": 20}],
+    }
+    assert spec["stages"][-1] == {"sparsity": {"fc1/kernel": 0.95}}  # not mutated

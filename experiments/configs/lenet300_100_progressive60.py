@@ -12,12 +12,12 @@ the data is the usual protocol; the test set chose nothing.
 import os
 import runpy
 
+from experiments.progressive import rerun_last_stage
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CHAIN = runpy.run_path(os.path.join(_HERE, "lenet300_100_progressive.py"))
 FROM_40X = os.path.join(_HERE, "..", "results", "lenet300_100_progressive", "stage_1", "pruned")
 
 
 def get_config() -> dict:
-    chain = _CHAIN["get_config"]()
-    stage = {**chain["stages"][-1], "admm_iterations": 120, "rho_growth": 1.05}
-    return {"base": {**chain["base"], "pretrained": FROM_40X}, "stages": [stage]}
+    return rerun_last_stage(_CHAIN["get_config"](), FROM_40X, admm_iterations=120, rho_growth=1.05)

@@ -11,12 +11,14 @@ the other variants on validation accuracy only.
 import os
 import runpy
 
+from experiments.progressive import rerun_last_stage
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CHAIN = runpy.run_path(os.path.join(_HERE, "lenet300_100_val.py"))
 TEACHER = os.path.join(_HERE, "..", "results", "lenet300_100_val", "stage_1")
 
 
 def get_config() -> dict:
-    chain = _CHAIN["get_config"]()
-    stage = {**chain["stages"][-1], "teacher": TEACHER, "distill_weight": 0.5}
-    return {"base": {**chain["base"], "pretrained": _CHAIN["FROM_40X"]}, "stages": [stage]}
+    return rerun_last_stage(
+        _CHAIN["get_config"](), _CHAIN["FROM_40X"], teacher=TEACHER, distill_weight=0.5
+    )

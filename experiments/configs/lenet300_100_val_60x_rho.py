@@ -9,12 +9,12 @@ Compared with the other variants on validation accuracy only.
 import os
 import runpy
 
+from experiments.progressive import rerun_last_stage
+
 _CHAIN = runpy.run_path(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "lenet300_100_val.py")
 )
 
 
 def get_config() -> dict:
-    chain = _CHAIN["get_config"]()
-    stage = {**chain["stages"][-1], "rho_growth": 1.6}
-    return {"base": {**chain["base"], "pretrained": _CHAIN["FROM_40X"]}, "stages": [stage]}
+    return rerun_last_stage(_CHAIN["get_config"](), _CHAIN["FROM_40X"], rho_growth=1.6)

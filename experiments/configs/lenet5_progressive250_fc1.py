@@ -11,6 +11,8 @@ Why this change: of four 250x recipes compared on the held-out validation split 
 import os
 import runpy
 
+from experiments.progressive import rerun_last_stage
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CHAIN = runpy.run_path(os.path.join(_HERE, "lenet5_progressive250.py"))
 _VARIANT = runpy.run_path(os.path.join(_HERE, "lenet5_val_250x_fc1.py"))
@@ -18,7 +20,5 @@ FROM_200X = os.path.join(_HERE, "..", "results", "lenet5_progressive250", "stage
 
 
 def get_config() -> dict:
-    chain = _CHAIN["get_config"]()
     split = _VARIANT["get_config"]()["stages"][0]["sparsity"]
-    stage = {**chain["stages"][-1], "sparsity": split}
-    return {"base": {**chain["base"], "pretrained": FROM_200X}, "stages": [stage]}
+    return rerun_last_stage(_CHAIN["get_config"](), FROM_200X, sparsity=split)

@@ -13,12 +13,12 @@ this CPU affords for LeNet-5. It was not tuned on LeNet-5's test set.
 import os
 import runpy
 
+from experiments.progressive import rerun_last_stage
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _CHAIN = runpy.run_path(os.path.join(_HERE, "lenet5_progressive250.py"))
 FROM_200X = os.path.join(_HERE, "..", "results", "lenet5_progressive250", "stage_1", "pruned")
 
 
 def get_config() -> dict:
-    chain = _CHAIN["get_config"]()
-    stage = {**chain["stages"][-1], "admm_iterations": 30, "rho_growth": 1.2}
-    return {"base": {**chain["base"], "pretrained": FROM_200X}, "stages": [stage]}
+    return rerun_last_stage(_CHAIN["get_config"](), FROM_200X, admm_iterations=30, rho_growth=1.2)

@@ -9,10 +9,10 @@ other variants on validation accuracy only.
 import os
 import runpy
 
+from experiments.progressive import rerun_last_stage
+
 _CHAIN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "lenet5_val.py"))
 
 
 def get_config() -> dict:
-    chain = _CHAIN["get_config"]()
-    stage = {**chain["stages"][-1], "allocation": "global"}
-    return {"base": {**chain["base"], "pretrained": _CHAIN["FROM_200X"]}, "stages": [stage]}
+    return rerun_last_stage(_CHAIN["get_config"](), _CHAIN["FROM_200X"], allocation="global")
