@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from experiments import conv
 from experiments.alexnet import AlexNet
 
 __all__ = [
@@ -86,8 +87,10 @@ class LeNet5(nnx.Module):
     def __init__(self, *, rngs: nnx.Rngs, num_classes: int = 10, dropout: float = 0.0):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.conv1 = nnx.Conv(1, 20, (5, 5), padding="VALID", rngs=rngs)
-        self.conv2 = nnx.Conv(20, 50, (5, 5), padding="VALID", rngs=rngs)
+        # experiments.conv: XLA's convolution with a cheaper input gradient on CPU.
+        conv_kw = dict(padding="VALID", conv_general_dilated=conv.conv_general_dilated)
+        self.conv1 = nnx.Conv(1, 20, (5, 5), rngs=rngs, **conv_kw)
+        self.conv2 = nnx.Conv(20, 50, (5, 5), rngs=rngs, **conv_kw)
         self.fc1 = nnx.Linear(4 * 4 * 50, 500, rngs=rngs)
         self.fc2 = nnx.Linear(500, num_classes, rngs=rngs)
         # No rngs stored: the key comes with each call, so the module has no RNG state
