@@ -1,8 +1,9 @@
 """Training epoch time of the real pipeline under XLA flags, device layouts and batch sizes.
 
-Each configuration (XLA flags, forced CPU devices, batch size, and LeNet-5's max
+Each configuration (XLA flags, forced CPU devices, batch size, LeNet-5's max
 pooling: the reshape + max of ``experiments.models`` or ``nnx.max_pool``'s
-``reduce_window``) runs in its own process (XLA flags and the CPU device count are
+``reduce_window``, and the convolutions' input gradient: ``experiments.conv``'s banded
+matrix product or XLA's own) runs in its own process (XLA flags and the CPU device count are
 fixed when JAX's backend starts) and times the real training loop of
 ``experiments.train``: ``Pipeline.batches`` (host-side shuffling, slicing and
 device transfer) feeding the jitted ``admmjax.make_train_step`` with the pretrain
@@ -42,17 +43,19 @@ if str(REPO) not in sys.path:  # run as a script: make `admmjax`, `experiments` 
 from experiments.cpu_kernels import OPT_OUT, YNN_FLAG  # noqa: E402
 
 ONEDNN_FLAG = "--xla_cpu_use_onednn=true"
-# name -> (XLA_FLAGS, CPU devices, global batch, max pooling)
-CONFIGS: dict[str, tuple[str, int, int, str]] = {
-    "default": ("", 1, 128, "reshape"),
-    "default, reduce_window pool": ("", 1, 128, "reduce_window"),
-    "default, 2 devices": ("", 2, 128, "reshape"),
-    "oneDNN": (ONEDNN_FLAG, 1, 128, "reshape"),
-    "YNNPACK (ours)": (YNN_FLAG, 1, 128, "reshape"),
-    "YNNPACK, 2 devices": (YNN_FLAG, 2, 128, "reshape"),
-    "YNNPACK, batch 256": (YNN_FLAG, 1, 256, "reshape"),
+# name -> (XLA_FLAGS, CPU devices, global batch, max pooling, input gradient of the
+# convolutions: "banded" = experiments.conv's (the models' default), "xla" = XLA's own)
+CONFIGS: dict[str, tuple[str, int, int, str, str]] = {
+    "default": ("", 1, 128, "reshape", "xla"),
+    "default, reduce_window pool": ("", 1, 128, "reduce_window", "xla"),
+    "default, 2 devices": ("", 2, 128, "reshape", "xla"),
+    "oneDNN": (ONEDNN_FLAG, 1, 128, "reshape", "xla"),
+    "YNNPACK": (YNN_FLAG, 1, 128, "reshape", "xla"),
+    "YNNPACK + banded input gradient (ours)": (YNN_FLAG, 1, 128, "reshape", "banded"),
+    "YNNPACK + banded, 2 devices": (YNN_FLAG, 2, 128, "reshape", "banded"),
+    "YNNPACK + banded, batch 256": (YNN_FLAG, 1, 256, "reshape", "banded"),
 }
-QUICK_CONFIGS = ("default", "YNNPACK (ours)")
+QUICK_CONFIGS = ("default", "YNNPACK + banded input gradient (ours)")
 
 
 def _time(fn, n: int) -> float:
@@ -84,6 +87,10 @@ def worker(model: str, steps: int, warmup: int) -> dict:
         from experiments import models
 
         models._max_pool_2x2 = lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2))
+    if os.environ["BENCH_CONV"] == "xla":  # XLA's own input gradient (experiments.conv off)
+        from experiments import conv
+
+        conv.conv_general_dilated = jax.lax.conv_general_dilated
     cfg = train.Config(
         model=model, batch_size=batch, devices=devices, sparsity={"fc1/kernel": 0.9},
         progress=False,
@@ -131,32 +138,39 @@ def worker(model: str, steps: int, warmup: int) -> dict:
 
 def conv_layouts(batch: int, n: int) -> dict[str, float]:
     """LeNet-5's conv2 (20 -> 50 channels, 5x5, on 12x12) forward + both gradients, in
-    NHWC/HWIO (the models' layout) and NCHW/OIHW, in milliseconds."""
+    NHWC/HWIO (the models' layout) and NCHW/OIHW with XLA's gradients, and NHWC with
+    ``experiments.conv``'s banded input gradient, in milliseconds."""
     import jax
     import jax.numpy as jnp
 
+    from experiments import conv
+
     out = {}
     rng = np.random.default_rng(0)
-    for lhs, rhs in (("NHWC", "HWIO"), ("NCHW", "OIHW")):
+    variants = (("NHWC", "HWIO", ""), ("NCHW", "OIHW", ""), ("NHWC", "HWIO", "banded_"))
+    for lhs, rhs, tag in variants:
         x_shape = (batch, 12, 12, 20) if lhs == "NHWC" else (batch, 20, 12, 12)
         w_shape = (5, 5, 20, 50) if rhs == "HWIO" else (50, 20, 5, 5)
         x = jnp.asarray(rng.standard_normal(x_shape, np.float32))
         w = jnp.asarray(rng.standard_normal(w_shape, np.float32))
         dn = (lhs, rhs, lhs)
 
-        def loss(x, w, dn=dn):
-            y = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn)
+        def loss(x, w, dn=dn, banded=bool(tag)):
+            if banded:
+                y = conv.conv2d_valid(x, w)
+            else:
+                y = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn)
             return jnp.sum(y * y)
 
         both = jax.jit(jax.grad(loss, argnums=(0, 1)))
-        out[f"conv2_{lhs}_fwd_bwd_ms"] = 1e3 * _time(lambda f=both, x=x, w=w: f(x, w), n)
+        out[f"conv2_{lhs}_{tag}fwd_bwd_ms"] = 1e3 * _time(lambda f=both, x=x, w=w: f(x, w), n)
     return out
 
 
 def measure(name: str, model: str, steps: int, warmup: int) -> dict:
-    flags, devices, batch, pool = CONFIGS[name]
+    flags, devices, batch, pool, conv = CONFIGS[name]
     env = dict(os.environ, XLA_FLAGS=flags, BENCH_DEVICES=str(devices), BENCH_BATCH=str(batch))
-    env["BENCH_POOL"] = pool
+    env["BENCH_POOL"], env["BENCH_CONV"] = pool, conv
     env[OPT_OUT] = "0"  # the flags above are the whole story for this process
     cmd = [sys.executable, __file__, "--worker", model, "--steps", str(steps)]
     cmd += ["--warmup", str(warmup)]
@@ -212,9 +226,9 @@ def main(argv: list[str] | None = None) -> dict:
             keys = [k for k, v in runs[model][name][0].items() if k.endswith(("_ms", "seconds"))]
             keys.append("ms_per_step")
             med = {k: statistics.median(x[k] for x in runs[model][name]) for k in keys}
-            flags, devices, batch, pool = CONFIGS[name]
+            flags, devices, batch, pool, conv = CONFIGS[name]
             med.update(
-                xla_flags=flags, devices=devices, batch=batch, pooling=pool,
+                xla_flags=flags, devices=devices, batch=batch, pooling=pool, input_gradient=conv,
                 speedup_vs_first=base / med["ms_per_step"],
             )  # fmt: skip
             table[model][name] = med
@@ -233,7 +247,9 @@ def main(argv: list[str] | None = None) -> dict:
             if "conv2_NHWC_fwd_bwd_ms" in t:
                 print(
                     f"{model} {name}: conv2 forward + gradients NHWC "
-                    f"{t['conv2_NHWC_fwd_bwd_ms']:.1f} ms, NCHW {t['conv2_NCHW_fwd_bwd_ms']:.1f} ms"
+                    f"{t['conv2_NHWC_fwd_bwd_ms']:.1f} ms, NCHW {t['conv2_NCHW_fwd_bwd_ms']:.1f} "
+                    f"ms, NHWC with the banded input gradient "
+                    f"{t['conv2_NHWC_banded_fwd_bwd_ms']:.1f} ms"
                 )
     env = environment()
     result = {
