@@ -165,7 +165,7 @@ def masked_training(
             params, masks = _masks_for(params, target)
             params = pipe.replicate(params)
             opt_state = opt_state._replace(masks=pipe.replicate(masks))
-        params, opt_state, _ = step_fn(params, opt_state, x, y, jax.random.fold_in(key, step))
+        params, opt_state, _ = step_fn(params, opt_state, x, y, train.step_key(key, step))
     return params
 
 

@@ -199,3 +199,14 @@ def test_check_same_run_allows_layout_changes_and_old_checkpoints():
     saved["rho"] = 2 * cfg.rho
     with pytest.raises(ValueError, match="rho: saved"):
         train.check_same_run(saved, cfg, "w")
+
+
+def test_step_key_is_the_eager_fold_in():
+    """The loop's jitted per-step key equals jax.random.fold_in's, so runs (and resumes)
+    keep the keys they had before it was jitted."""
+    key = jax.random.key(7)
+    for step in (0, 1, 467, 10**6, 2**31 - 1):
+        np.testing.assert_array_equal(
+            jax.random.key_data(train.step_key(key, step)),
+            jax.random.key_data(jax.random.fold_in(key, step)),
+        )

@@ -109,7 +109,7 @@ def worker(model: str, steps: int, warmup: int) -> dict:
             start = time.perf_counter()
         if i == warmup + steps:
             break
-        params, opt_state, loss = step_fn(params, opt_state, x, y, jax.random.fold_in(key, step))
+        params, opt_state, loss = step_fn(params, opt_state, x, y, train.step_key(key, step))
     jax.block_until_ready(params)
     per_step = (time.perf_counter() - start) / steps
 

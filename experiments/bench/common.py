@@ -79,7 +79,7 @@ def run_steps(
     t0 = time.perf_counter()
     for _ in range(steps):
         step, x, y = next(batches)
-        rng = jax.random.fold_in(key, step)
+        rng = train.step_key(key, step)
         params, opt_state, loss = step_fn(params, opt_state, x, y, rng, admm_state=admm_state)
     jax.block_until_ready((params, loss))
     elapsed = time.perf_counter() - t0
