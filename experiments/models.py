@@ -38,6 +38,7 @@ __all__ = [
 ApplyFn = Callable[..., jax.Array]
 
 
+@jax.custom_vjp
 def _max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2 stride-2 max pooling of NHWC ``x`` with even H and W.
 
@@ -45,9 +46,30 @@ def _max_pool_2x2(x: jax.Array) -> jax.Array:
     reshape + max: on CPU the gradient of ``lax.reduce_window`` (select_and_scatter)
     made LeNet-5's training step ~1.8x slower (59 ms vs 32 ms per batch of 128). On an
     exact tie the gradient is split between the tied inputs instead of going to one.
+
+    The gradient is JAX's own for ``max`` (bit for bit, ties included), written out so
+    that the backward pass recomputes the window maxima from ``x`` instead of keeping
+    a float mask of the maxima from the forward pass: 4-6% faster LeNet-5 steps on the
+    2-core CPU (interleaved A/B in one process, twice).
     """
     n, h, w, c = x.shape
     return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def _max_pool_2x2_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return _max_pool_2x2(x), x
+
+
+def _max_pool_2x2_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+    n, h, w, c = x.shape
+    windows = x.reshape(n, h // 2, 2, w // 2, 2, c)
+    hit = windows == windows.max(axis=(2, 4), keepdims=True)
+    ties = hit.sum(axis=(2, 4), keepdims=True).astype(g.dtype)
+    share = g[:, :, None, :, None, :] / ties
+    return (jnp.where(hit, share, jnp.zeros_like(share)).reshape(n, h, w, c),)
+
+
+_max_pool_2x2.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
 
 
 class LeNet300100(nnx.Module):
