@@ -100,12 +100,7 @@ def banded_input_grad(
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv2d_valid(x: jax.Array, w: jax.Array, precision: Any = None) -> jax.Array:
-    """``lax.conv_general_dilated(x, w, (1, 1), "VALID")`` for NHWC ``x`` and HWIO ``w``.
-
-    Same forward pass and kernel gradient as XLA's; on CPU the input gradient is
-    :func:`banded_input_grad` (see the module docstring), elsewhere XLA's.
-    """
+def _conv2d_valid_vjp(x: jax.Array, w: jax.Array, precision: Any = None) -> jax.Array:
     return _forward(x, w, precision)
 
 
@@ -126,7 +121,29 @@ def _conv2d_valid_bwd(precision, residuals, g):
     return dx, dw
 
 
-conv2d_valid.defvjp(_conv2d_valid_fwd, _conv2d_valid_bwd)
+_conv2d_valid_vjp.defvjp(_conv2d_valid_fwd, _conv2d_valid_bwd)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def conv2d_valid(x: jax.Array, w: jax.Array, precision: Any = None) -> jax.Array:
+    """``lax.conv_general_dilated(x, w, (1, 1), "VALID")`` for NHWC ``x`` and HWIO ``w``.
+
+    Same forward pass and kernel gradient as XLA's; on CPU the input gradient is
+    :func:`banded_input_grad` (see the module docstring), elsewhere XLA's.
+
+    The primal is a plain ``lax`` convolution (so transformations that only evaluate,
+    such as ``jax.experimental.sparse.sparsify``, see no custom rule); its derivative
+    is that of a ``custom_vjp`` holding the gradient above. Reverse mode (``jax.grad``,
+    ``jax.vjp``) and ``vmap`` work; forward mode (``jax.jvp``, ``jax.hessian``) raises
+    JAX's "can't apply forward-mode autodiff (jvp) to a custom_vjp function": pass
+    ``conv_general_dilated=lax.conv_general_dilated`` to ``nnx.Conv`` for that.
+    """
+    return _forward(x, w, precision)
+
+
+@conv2d_valid.defjvp
+def _conv2d_valid_jvp(precision, primals, tangents):
+    return jax.jvp(lambda x, w: _conv2d_valid_vjp(x, w, precision), primals, tangents)
 
 
 def _is_plain(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dimension_numbers):

@@ -38,26 +38,18 @@ __all__ = [
 ApplyFn = Callable[..., jax.Array]
 
 
-@jax.custom_vjp
-def _max_pool_2x2(x: jax.Array) -> jax.Array:
-    """2x2 stride-2 max pooling of NHWC ``x`` with even H and W.
-
-    Same values as ``nnx.max_pool(x, (2, 2), strides=(2, 2))``, but written as a
-    reshape + max: on CPU the gradient of ``lax.reduce_window`` (select_and_scatter)
-    made LeNet-5's training step ~1.8x slower (59 ms vs 32 ms per batch of 128). On an
-    exact tie the gradient is split between the tied inputs instead of going to one.
-
-    The gradient is JAX's own for ``max`` (bit for bit, ties included), written out so
-    that the backward pass recomputes the window maxima from ``x`` instead of keeping
-    a float mask of the maxima from the forward pass: 4-6% faster LeNet-5 steps on the
-    2-core CPU (interleaved A/B in one process, twice).
-    """
+def _reshape_max(x: jax.Array) -> jax.Array:
     n, h, w, c = x.shape
     return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+@jax.custom_vjp
+def _max_pool_2x2_vjp(x: jax.Array) -> jax.Array:
+    return _reshape_max(x)
+
+
 def _max_pool_2x2_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return _max_pool_2x2(x), x
+    return _reshape_max(x), x
 
 
 def _max_pool_2x2_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
@@ -69,7 +61,31 @@ def _max_pool_2x2_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
     return (jnp.where(hit, share, jnp.zeros_like(share)).reshape(n, h, w, c),)
 
 
-_max_pool_2x2.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
+_max_pool_2x2_vjp.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
+
+
+@jax.custom_jvp
+def _max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 stride-2 max pooling of NHWC ``x`` with even H and W.
+
+    Same values as ``nnx.max_pool(x, (2, 2), strides=(2, 2))``, but written as a
+    reshape + max: on CPU the gradient of ``lax.reduce_window`` (select_and_scatter)
+    made LeNet-5's training step ~1.8x slower (59 ms vs 32 ms per batch of 128). On an
+    exact tie the gradient is split between the tied inputs instead of going to one.
+
+    The gradient is JAX's own for ``max`` (bit for bit, ties included), written out
+    (``_max_pool_2x2_bwd``) so that the backward pass recomputes the window maxima
+    from ``x`` instead of keeping a float mask of the maxima from the forward pass:
+    4-6% faster LeNet-5 steps on the 2-core CPU (interleaved A/B in one process,
+    twice). As in :func:`experiments.conv.conv2d_valid`, the primal is plain JAX
+    (``sparsify`` works) and forward-mode autodiff is not supported.
+    """
+    return _reshape_max(x)
+
+
+@_max_pool_2x2.defjvp
+def _max_pool_2x2_jvp(primals, tangents):
+    return jax.jvp(_max_pool_2x2_vjp, primals, tangents)
 
 
 class LeNet300100(nnx.Module):

@@ -145,3 +145,18 @@ def test_lenet5_gradients_match_plain_xla_convolutions():
         np.testing.assert_allclose(
             a, b, rtol=1e-4, atol=1e-6 * float(jnp.abs(b).max()), err_msg=str(path[0])
         )
+
+
+def test_evaluation_only_transforms_see_a_plain_convolution_and_jvp_is_refused():
+    """sparsify evaluates the primal (plain lax); forward mode raises JAX's error."""
+    from jax.experimental import sparse
+
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((2, 10, 10, 3), np.float32))
+    w = jnp.asarray(rng.standard_normal((3, 3, 3, 4), np.float32))
+    out = sparse.sparsify(lambda x: conv.conv2d_valid(x, w), use_tracer=True)(x)
+    np.testing.assert_allclose(out, _xla(x, w), rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match="forward-mode autodiff"):
+        jax.jvp(lambda x: conv.conv2d_valid(x, w), (x,), (x,))
+    with pytest.raises(TypeError, match="forward-mode autodiff"):
+        jax.jvp(models._max_pool_2x2, (x[:, :8, :8],), (x[:, :8, :8],))
