@@ -62,8 +62,29 @@ def test_conv2d_valid_value_and_both_gradients_match_xla():
     theirs = jax.jit(jax.value_and_grad(loss(_xla), (0, 1)))
     (v1, (dx1, dw1)), (v2, (dx2, dw2)) = ours(x, w), theirs(x, w)
     np.testing.assert_allclose(v1, v2, rtol=1e-6)
-    np.testing.assert_array_equal(dw1, dw2)  # the kernel gradient is XLA's own
+    np.testing.assert_array_equal(dw1, dw2)  # 500 taps > PATCHES_MAX: XLA's own
     np.testing.assert_allclose(dx1, dx2, rtol=1e-4, atol=1e-5 * float(jnp.abs(dx2).max()))
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape",
+    [((4, 28, 28, 1), (5, 5, 1, 20)), ((2, 9, 11, 3), (3, 5, 3, 4)), ((1, 6, 6, 2), (1, 1, 2, 3))],
+)
+def test_patches_kernel_grad_matches_xla(x_shape, w_shape):
+    """Few input taps (conv1: 25 <= PATCHES_MAX): the CPU kernel gradient is a patch
+    product, equal to XLA's up to rounding, alone and inside conv2d_valid's gradient."""
+    assert np.prod(w_shape[:3]) <= conv.PATCHES_MAX
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal(x_shape, np.float32))
+    w = jnp.asarray(rng.standard_normal(w_shape, np.float32))
+    y, pullback = jax.vjp(lambda w: _xla(x, w), w)
+    g = jnp.asarray(rng.standard_normal(y.shape, np.float32))
+    (want,) = pullback(g)
+    scale = float(jnp.abs(want).max())
+    got = conv.patches_kernel_grad(x, g, w.shape, HIGHEST)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * scale)
+    _, ours = jax.vjp(lambda w: conv.conv2d_valid(x, w, HIGHEST), w)
+    np.testing.assert_allclose(ours(g)[0], want, rtol=1e-5, atol=1e-5 * scale)
 
 
 def _lowered_text(platform: str) -> str:
