@@ -7,8 +7,8 @@ flipped kernel. For LeNet-5's conv2 (20 -> 50 channels, 5x5, 12x12 -> 8x8) that 
 training step on the 2-core CPU (about 10 ms of 24 ms at batch 128; see
 ``experiments/bench/bench_epoch.py``).
 
-:func:`conv2d_valid` keeps XLA's forward pass and kernel gradient and, on CPU only,
-computes the input gradient as one matrix product with a banded (Toeplitz) matrix
+:func:`conv2d_valid` keeps XLA's forward pass and, on CPU only, computes the input
+gradient as one matrix product with a banded (Toeplitz) matrix
 built from the kernel, followed by an overlap-add:
 
 .. math::
@@ -22,12 +22,13 @@ The output columns are taken in blocks of ``b``. For one block, the contribution
 row of ``G @ T``, with ``T[(a, o), (i, x', c)] = w[i, x' - a, c, o]`` for
 ``0 <= x' - a < k_w`` (zero elsewhere), a ``(b O) x (k_h (b + k_w - 1) C)`` matrix
 shared by every block. Summing the shifted pieces (``k_h`` rows times the number of
-blocks) gives the gradient. With ``b = 4`` the product does
-``(b + k_w - 1) / b`` = 2x the forward's multiply-adds for a 5x5 kernel, but as one
-large matrix product, and the overlap-add reads contiguous runs of ``(b + k_w - 1) C``
-numbers. Blocks of 2 and of the whole width were slower inside LeNet-5's training
-step (the first makes 20 shifted pieces per block row, which YNNPACK's elementwise
-fusion handled slowly; the second wastes more multiply-adds).
+blocks) gives the gradient. Each output position costs ``k_h (b + k_w - 1) C O``
+multiply-adds against the forward's ``k_h k_w C O``: with ``b = 4`` and a 5x5 kernel
+``(b + k_w - 1) / k_w`` = 1.6x the forward's, but as one large matrix product, and the
+overlap-add reads contiguous runs of ``(b + k_w - 1) C`` numbers. Blocks of 2 and of the
+whole width were slower inside LeNet-5's training step (the first makes 20 shifted
+pieces, which YNNPACK's elementwise fusion handled slowly; the second
+wastes more multiply-adds).
 
 When the kernel has few input taps (``KH * KW * C <= PATCHES_MAX``, LeNet-5's conv1)
 the kernel gradient on CPU is one matrix product of the input's shifted views with the
