@@ -50,7 +50,10 @@ def stage_configs(spec: dict[str, Any]) -> list[train.Config]:
             raise ValueError(f"stage {k} gives no 'sparsity' (each stage prunes further)")
         for pattern, s in previous.items():
             now = fields.get("sparsity", {}).get(pattern)
-            if now is None or now < s:
+            # Fractions are compared; a change of constraint kind (e.g. "filters:0.9"
+            # then 0.998) is allowed, the carried zeros still only grow.
+            comparable = all(isinstance(v, (int, float)) for v in (s, now))
+            if now is None or (comparable and now < s):
                 raise ValueError(
                     f"stage {k}: sparsity of {pattern!r} is {now!r}, below stage {k - 1}'s "
                     f"{s}; progressive stages may only prune more"

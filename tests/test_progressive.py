@@ -79,6 +79,15 @@ def test_stages_that_prune_less_are_refused(mnist_dir):
         progressive.stage_configs({"stages": [{"sparsity": {"fc1/kernel": 0.5}, "lr": 1}]})
 
 
+def test_a_stage_may_change_the_constraint_kind(mnist_dir):
+    # Whole units first, then a weight count inside them: the kinds are not compared.
+    spec = _spec(mnist_dir)
+    spec["stages"][0]["sparsity"]["fc1/kernel"] = "filters:0.5"
+    configs = progressive.stage_configs(spec)
+    assert configs[0].sparsity["fc1/kernel"] == "filters:0.5"
+    assert configs[1].sparsity["fc1/kernel"] == spec["stages"][1]["sparsity"]["fc1/kernel"]
+
+
 @pytest.mark.parametrize("name", ["lenet5_progressive", "lenet300_100_progressive"])
 def test_shipped_progressive_configs_are_valid(name):
     from pathlib import Path
