@@ -79,6 +79,37 @@ def lenet5_forward(p: Params, x: jax.Array) -> jax.Array:
     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"]
 
 
+def idle_weights(params: Any) -> dict[str, int]:
+    """Per layer, the nonzero kernel weights of a LeNet-5 that cannot change its outputs.
+
+    A weight is idle when it reads a unit with no nonzero input weight (a constant,
+    which the next layer's bias can absorb, as :func:`shrink_lenet5` does) or writes
+    a unit that no later nonzero weight reads. Repeated until nothing changes, since
+    removing one idle weight can idle others. Unstructured pruning leaves such weights
+    too: a layer's projection does not know which units the other layers dropped.
+    """
+    nz = {k: np.asarray(params[k]["kernel"]) != 0 for k in ("conv1", "conv2", "fc1", "fc2")}
+    start = {k: int(v.sum()) for k, v in nz.items()}
+    c2 = nz["conv2"].shape[-1]
+    while True:
+        before = sum(int(v.sum()) for v in nz.values())
+        # Units with some input weight (an input image pixel always varies).
+        fed1 = nz["conv1"].any(axis=(0, 1, 2))
+        fed2 = nz["conv2"].any(axis=(0, 1, 2))
+        fed3 = nz["fc1"].any(axis=0)
+        # Units some later weight reads (every logit is read).
+        read1 = nz["conv2"].any(axis=(0, 1, 3))
+        read2 = nz["fc1"].reshape(4, 4, c2, -1).any(axis=(0, 1, 3))  # flatten order HWC
+        read3 = nz["fc2"].any(axis=1)
+        nz["conv1"] &= read1
+        nz["conv2"] &= fed1[None, None, :, None] & read2
+        nz["fc1"] &= (np.tile(fed2, 16)[:, None]) & read3[None, :]
+        nz["fc2"] &= fed3[:, None]
+        if sum(int(v.sum()) for v in nz.values()) == before:
+            break
+    return {f"{k}/kernel": start[k] - int(v.sum()) for k, v in nz.items()}
+
+
 def shapes(p: Params) -> dict[str, list[int]]:
     return {f"{k}/kernel": list(v["kernel"].shape) for k, v in p.items()}
 
@@ -89,7 +120,7 @@ def count(p: Params) -> int:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workdir", help="a finished structured LeNet-5 run (its pruned/)")
+    parser.add_argument("workdir", help="a finished LeNet-5 run (its pruned/)")
     args = parser.parse_args(argv)
     from experiments import data as data_lib
     from experiments import evaluate
@@ -111,6 +142,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "test_accuracy_smaller": float(jnp.mean(jnp.argmax(logits_small, -1) == y)),
         "test_accuracy_pruned": float(jnp.mean(jnp.argmax(logits_full, -1) == y)),
         "max_abs_logit_difference": float(jnp.max(jnp.abs(logits_full - logits_small))),
+        "nonzero_weights": int(sum(np.count_nonzero(d["kernel"]) for d in full.values())),
+        "idle_weights": idle_weights(full),
     }
     with open(os.path.join(args.workdir, "smaller_model.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -32,3 +32,27 @@ def test_smaller_lenet5_matches_the_structurally_pruned_one():
     np.testing.assert_allclose(shrink.lenet5_forward(full, x), want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(shrink.lenet5_forward(small, x), want, rtol=1e-4, atol=1e-4)
     assert shrink.count(small) < shrink.count(full) / 4
+
+
+def test_idle_weights_counts_weights_on_constant_or_unread_units():
+    _, params, apply_fn = models.functional(models.create_model("lenet5", seed=0))
+    p = {
+        k: {n: np.array(v) for n, v in params[k].items()} for k in ("conv1", "conv2", "fc1", "fc2")
+    }
+    assert shrink.idle_weights(p) == {f"{k}/kernel": 0 for k in p}  # dense: none idle
+    p["fc1"]["kernel"][:, 3] = 0.0  # fc1 unit 3 has no inputs: fc2 reads a constant
+    p["fc2"]["kernel"][7, :] = 0.0  # nothing reads fc1 unit 7: its 800 inputs are idle
+    p["conv2"]["kernel"][..., 5] = 0.0  # conv2 channel 5 is constant: fc1 reads it 16 x 500
+    idle = shrink.idle_weights(p)
+    assert idle == {
+        "conv1/kernel": 0,
+        "conv2/kernel": 0,
+        # channel 5's 16 rows (column 3 already zero), then column 7's other 784 rows
+        "fc1/kernel": 16 * 499 + (800 - 16),
+        "fc2/kernel": 10,
+    }
+    # Idle weights that write an unread unit change nothing when removed.
+    x = jnp.asarray(np.random.default_rng(1).random((8, 28, 28, 1), np.float32))
+    q = {k: {n: v.copy() for n, v in d.items()} for k, d in p.items()}
+    q["fc1"]["kernel"][:, 7] = 0.0
+    np.testing.assert_allclose(apply_fn(q, x), apply_fn(p, x), rtol=1e-6, atol=1e-6)
