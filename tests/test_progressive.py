@@ -99,6 +99,20 @@ def test_shipped_progressive_configs_are_valid(name):
     assert os.path.isdir(configs[0].pretrained)  # starts from a committed pruned model
 
 
+def test_every_shipped_progressive_config_parses():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "experiments/configs").glob("*.py"))
+    progressive_configs = [
+        p for p in configs if "experiments.progressive" in p.read_text().splitlines()[0]
+    ]
+    assert len(progressive_configs) >= 20
+    for path in progressive_configs:
+        first = path.read_text().splitlines()[0]
+        assert f"--config experiments/configs/{path.name}" in first, path.name
+        assert progressive.stage_configs(read_config_file(str(path))), path.name
+
+
 def test_rerun_last_stage_keeps_the_base_and_changes_only_the_last_stage():
     from experiments.progressive import rerun_last_stage
 
