@@ -11,6 +11,8 @@ it can be folded into that layer's bias and the channel removed:
 * fc1 column ``k``: fc2's bias gains ``relu(b) * W2[k, :]``.
 
 The result is exact up to float rounding (tested against the pruned model's logits).
+For any pruned LeNet-5 (unstructured too) ``smaller_model.json`` also counts the idle
+weights (:func:`idle_weights`): nonzero weights that cannot change the outputs.
 
     python -m experiments.shrink experiments/results/lenet5_structured
 """
