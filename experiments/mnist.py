@@ -110,6 +110,12 @@ OPTIONS: dict[str, tuple[type, str | None, str]] = {
         "with --pretrained: weights that are exactly zero there stay zero (progressive "
         "ADMM, each stage starting from the last one's pruned model), true or false",
     ),
+    "fold_idle": (
+        bool,
+        None,
+        "with --pretrained, LeNet-5 only: first zero the weights that cannot change the "
+        "outputs, folding those on constant units into biases (same function), true or false",
+    ),
     "pretrain_epochs": (float, ">=0", "pretraining budget, in epochs (fractions allowed)"),
     "pretrain_steps": (
         int,

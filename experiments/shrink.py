@@ -81,17 +81,17 @@ def lenet5_forward(p: Params, x: jax.Array) -> jax.Array:
     return h @ p["fc2"]["kernel"] + p["fc2"]["bias"]
 
 
-def idle_weights(params: Any) -> dict[str, int]:
-    """Per layer, the nonzero kernel weights of a LeNet-5 that cannot change its outputs.
+_LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
-    A weight is idle when it reads a unit with no nonzero input weight (a constant,
-    which the next layer's bias can absorb, as :func:`shrink_lenet5` does) or writes
-    a unit that no later nonzero weight reads. Repeated until nothing changes, since
-    removing one idle weight can idle others. Unstructured pruning leaves such weights
-    too: a layer's projection does not know which units the other layers dropped.
+
+def _live_masks(params: Any) -> dict[str, np.ndarray]:
+    """The nonzero kernel weights of a LeNet-5 that can change its outputs.
+
+    A weight is idle when it reads a unit with no nonzero input weight (a constant) or
+    writes a unit that no later nonzero weight reads; dropping one idle weight can
+    idle others, so this repeats until nothing changes.
     """
-    nz = {k: np.asarray(params[k]["kernel"]) != 0 for k in ("conv1", "conv2", "fc1", "fc2")}
-    start = {k: int(v.sum()) for k, v in nz.items()}
+    nz = {k: np.asarray(params[k]["kernel"]) != 0 for k in _LAYERS}
     c2 = nz["conv2"].shape[-1]
     while True:
         before = sum(int(v.sum()) for v in nz.values())
@@ -108,8 +108,53 @@ def idle_weights(params: Any) -> dict[str, int]:
         nz["fc1"] &= (np.tile(fed2, 16)[:, None]) & read3[None, :]
         nz["fc2"] &= fed3[:, None]
         if sum(int(v.sum()) for v in nz.values()) == before:
-            break
-    return {f"{k}/kernel": start[k] - int(v.sum()) for k, v in nz.items()}
+            return nz
+
+
+def idle_weights(params: Any) -> dict[str, int]:
+    """Per layer, the nonzero kernel weights of a LeNet-5 that cannot change its outputs.
+
+    Those reading a unit with no nonzero input weight (a constant, which the next
+    layer's bias can absorb: :func:`fold_idle_lenet5`) or writing a unit that no later
+    nonzero weight reads. Unstructured pruning leaves such weights too: a layer's
+    projection does not know which units the other layers dropped.
+    """
+    live = _live_masks(params)
+    return {
+        f"{k}/kernel": int(np.count_nonzero(params[k]["kernel"])) - int(live[k].sum())
+        for k in _LAYERS
+    }
+
+
+def fold_idle_lenet5(params: Any) -> Params:
+    """The same LeNet-5 function with every idle weight zeroed (shapes unchanged).
+
+    Weights on a constant unit are folded into the next layer's bias (as in
+    :func:`shrink_lenet5`); weights into a unit nothing reads are dropped. Exact up to
+    float rounding. A progressive stage that carries masks then keeps these weights
+    at zero, so its projections spend the budget on units that matter.
+    """
+    live = _live_masks(params)
+    p = {k: {n: np.asarray(v, np.float64).copy() for n, v in params[k].items()} for k in _LAYERS}
+    k2, k3, k4 = (p[k]["kernel"] for k in _LAYERS[1:])
+    c2 = k2.shape[-1]
+    # Constant units: no live input weight. Biases are updated in forward order, so
+    # a unit made constant by folds upstream gets its folded value.
+    for i in np.flatnonzero(~live["conv1"].any(axis=(0, 1, 2))):
+        p["conv2"]["bias"] += p["conv1"]["bias"][i] * k2[:, :, i, :].sum(axis=(0, 1))
+        k2[:, :, i, :] = 0.0
+    rows = k3.reshape(4, 4, c2, -1)  # a view: flatten order HWC
+    for j in np.flatnonzero(~live["conv2"].any(axis=(0, 1, 2))):
+        p["fc1"]["bias"] += p["conv2"]["bias"][j] * rows[:, :, j, :].sum(axis=(0, 1))
+        rows[:, :, j, :] = 0.0
+    for u in np.flatnonzero(~live["fc1"].any(axis=0)):
+        p["fc2"]["bias"] += max(p["fc1"]["bias"][u], 0.0) * k4[u, :]
+        k4[u, :] = 0.0
+    for k in _LAYERS:  # what is left idle writes unread units: drop it
+        p[k]["kernel"] *= live[k]
+    return {
+        k: {n: v.astype(np.asarray(params[k][n]).dtype) for n, v in d.items()} for k, d in p.items()
+    }
 
 
 def shapes(p: Params) -> dict[str, list[int]]:

@@ -40,6 +40,7 @@ from admmjax import parallel
 from admmjax.checkpoint import Checkpointer, save_pytree
 from experiments import data as data_lib
 from experiments import models as models_lib
+from experiments import shrink
 
 STAGES = ("pretrain", "admm", "retrain", "done")
 
@@ -73,6 +74,10 @@ class Config:
     # With `pretrained`: weights that are exactly zero there stay zero through ADMM and
     # retraining (progressive ADMM: each stage starts from the last stage's pruned model).
     carry_masks: bool = False
+    # With `pretrained` (LeNet-5 only): first zero the weights that cannot change the
+    # outputs, folding those on constant units into biases (experiments.shrink.
+    # fold_idle_lenet5); with `carry_masks` they then stay zero.
+    fold_idle: bool = False
     pretrain_epochs: float = 10.0
     pretrain_steps: int = 0
     pretrain_lr: float = 1e-3
@@ -115,6 +120,11 @@ class Config:
         if self.model not in models_lib.MODELS:
             raise ValueError(
                 f"unknown model {self.model!r}; choose from {sorted(models_lib.MODELS)}"
+            )
+        if self.fold_idle and (self.model != "lenet5" or not self.pretrained):
+            raise ValueError(
+                f"fold_idle needs model 'lenet5' and a pretrained model, got model "
+                f"{self.model!r} and pretrained {self.pretrained!r}"
             )
         positive = {"batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size}
         for name, value in positive.items():
@@ -628,6 +638,11 @@ def run(cfg: Config, workdir: str, *, log: Callable[[str], None] = print) -> dic
         if cfg.pretrained:
             params = load_dense_params(cfg.pretrained, params)
             meta["pretrained_from"] = os.path.abspath(cfg.pretrained)
+            if cfg.fold_idle:
+                folded = shrink.fold_idle_lenet5(params)  # plain dicts, same leaf order
+                params = jax.tree.unflatten(
+                    jax.tree.structure(params), map(jnp.asarray, jax.tree.leaves(folded))
+                )
             meta = _finish_pretrain(pipe, params, meta)
             opt_state, admm_state = _begin_admm(pipe, params)
         else:

@@ -122,3 +122,12 @@ def test_distillation_from_a_teacher_changes_admm_and_retraining_only(tmp_path, 
         assert losses("weight 0", stage) == losses("plain", stage)
         assert losses("distilled", stage) != losses("plain", stage)
     assert summaries["distilled"]["nonzero"] == summaries["plain"]["nonzero"]
+
+
+def test_fold_idle_needs_a_pretrained_lenet5():
+    sparsity = {"fc1/kernel": 0.5}
+    with pytest.raises(ValueError, match=r"fold_idle needs model 'lenet5'.*'lenet300_100'"):
+        train.Config(sparsity=sparsity, fold_idle=True, pretrained="x").validate()
+    with pytest.raises(ValueError, match="pretrained None"):
+        train.Config(model="lenet5", sparsity=sparsity, fold_idle=True).validate()
+    train.Config(model="lenet5", sparsity=sparsity, fold_idle=True, pretrained="x").validate()

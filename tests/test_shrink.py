@@ -56,3 +56,29 @@ def test_idle_weights_counts_weights_on_constant_or_unread_units():
     q = {k: {n: v.copy() for n, v in d.items()} for k, d in p.items()}
     q["fc1"]["kernel"][:, 7] = 0.0
     np.testing.assert_allclose(apply_fn(q, x), apply_fn(p, x), rtol=1e-6, atol=1e-6)
+
+
+def test_folding_idle_weights_keeps_the_logits_and_leaves_none_idle():
+    _, params, apply_fn = models.functional(models.create_model("lenet5", seed=0))
+    rng = np.random.default_rng(2)
+    p = {
+        k: {n: np.asarray(v) + 0.05 * rng.standard_normal(v.shape).astype(np.float32)
+            for n, v in params[k].items()}
+        for k in ("conv1", "conv2", "fc1", "fc2")
+    }  # fmt: skip
+    p["conv1"]["kernel"][..., 2] = 0.0  # constant conv1 channel, read by conv2
+    p["conv2"]["kernel"][..., 5] = 0.0  # constant conv2 channel, read by fc1
+    p["fc1"]["kernel"][:, 3] = 0.0  # constant fc1 unit (bias pushed positive below)
+    p["fc1"]["bias"][3] = 0.4
+    p["fc2"]["kernel"][7, :] = 0.0  # fc1 unit 7 is never read
+    before = shrink.idle_weights(p)
+    folded = shrink.fold_idle_lenet5(p)
+    assert shrink.idle_weights(folded) == {f"{k}/kernel": 0 for k in p}
+    assert all(before[f"{k}/kernel"] > 0 for k in ("conv2", "fc1", "fc2"))
+    for k in p:
+        dropped = np.count_nonzero(p[k]["kernel"]) - np.count_nonzero(folded[k]["kernel"])
+        assert dropped == before[f"{k}/kernel"], k
+    x = jnp.asarray(rng.random((8, 28, 28, 1), np.float32))
+    np.testing.assert_allclose(apply_fn(folded, x), apply_fn(p, x), rtol=1e-4, atol=1e-4)
+    # Not a no-op: the folded biases carry what the dropped weights added.
+    assert not np.allclose(folded["fc2"]["bias"], p["fc2"]["bias"])
