@@ -37,28 +37,26 @@ def _kept(kernel: np.ndarray) -> np.ndarray:
 
 
 def shrink_lenet5(params: Any) -> Params:
-    """The smaller dense LeNet-5 (plain numpy dicts ``{layer: {kernel, bias}}``)."""
-    p = {k: {n: np.asarray(v, np.float64) for n, v in params[k].items()} for k in params}
+    """The smaller dense LeNet-5 (plain numpy dicts ``{layer: {kernel, bias}}``).
+
+    Idle weights are folded first (:func:`fold_idle_lenet5`), then every unit left
+    without a weight is removed.
+    """
+    p = _fold_idle(params)
     k1, k2, k3 = (_kept(p[n]["kernel"]) for n in ("conv1", "conv2", "fc1"))
-    b2 = p["conv2"]["bias"].copy()
-    for i in np.setdiff1d(np.arange(p["conv1"]["kernel"].shape[-1]), k1):
-        b2 += p["conv1"]["bias"][i] * p["conv2"]["kernel"][:, :, i, :].sum(axis=(0, 1))
     c2 = p["conv2"]["kernel"].shape[-1]
     rows = p["fc1"]["kernel"].reshape(4, 4, c2, -1)  # (H, W, C, out): flatten order HWC
-    b3 = p["fc1"]["bias"].copy()
-    for j in np.setdiff1d(np.arange(c2), k2):
-        b3 += (b2[j]) * rows[:, :, j, :].sum(axis=(0, 1))
-    b4 = p["fc2"]["bias"].copy()
-    for k in np.setdiff1d(np.arange(p["fc1"]["kernel"].shape[-1]), k3):
-        b4 += max(b3[k], 0.0) * p["fc2"]["kernel"][k, :]
     small = {
         "conv1": {"kernel": p["conv1"]["kernel"][..., k1], "bias": p["conv1"]["bias"][k1]},
-        "conv2": {"kernel": p["conv2"]["kernel"][:, :, k1][..., k2], "bias": b2[k2]},
+        "conv2": {
+            "kernel": p["conv2"]["kernel"][:, :, k1][..., k2],
+            "bias": p["conv2"]["bias"][k2],
+        },
         "fc1": {
             "kernel": rows[:, :, k2, :].reshape(-1, rows.shape[-1])[:, k3],
-            "bias": b3[k3],
+            "bias": p["fc1"]["bias"][k3],
         },
-        "fc2": {"kernel": p["fc2"]["kernel"][k3, :], "bias": b4},
+        "fc2": {"kernel": p["fc2"]["kernel"][k3, :], "bias": p["fc2"]["bias"]},
     }
     return {k: {n: v.astype(np.float32) for n, v in d.items()} for k, d in small.items()}
 
@@ -129,11 +127,20 @@ def idle_weights(params: Any) -> dict[str, int]:
 def fold_idle_lenet5(params: Any) -> Params:
     """The same LeNet-5 function with every idle weight zeroed (shapes unchanged).
 
-    Weights on a constant unit are folded into the next layer's bias (as in
-    :func:`shrink_lenet5`); weights into a unit nothing reads are dropped. Exact up to
-    float rounding. A progressive stage that carries masks then keeps these weights
-    at zero, so its projections spend the budget on units that matter.
+    Weights on a constant unit are folded into the next layer's bias (as
+    :func:`shrink_lenet5` does before it removes units); weights into a unit nothing
+    reads are dropped. Exact up to float rounding. A progressive stage that carries
+    masks then keeps these weights at zero, so its projections spend the budget on
+    units that matter.
     """
+    p = _fold_idle(params)
+    return {
+        k: {n: v.astype(np.asarray(params[k][n]).dtype) for n, v in d.items()} for k, d in p.items()
+    }
+
+
+def _fold_idle(params: Any) -> Params:
+    """:func:`fold_idle_lenet5` in float64."""
     live = _live_masks(params)
     p = {k: {n: np.asarray(v, np.float64).copy() for n, v in params[k].items()} for k in _LAYERS}
     k2, k3, k4 = (p[k]["kernel"] for k in _LAYERS[1:])
@@ -152,9 +159,7 @@ def fold_idle_lenet5(params: Any) -> Params:
         k4[u, :] = 0.0
     for k in _LAYERS:  # what is left idle writes unread units: drop it
         p[k]["kernel"] *= live[k]
-    return {
-        k: {n: v.astype(np.asarray(params[k][n]).dtype) for n, v in d.items()} for k, d in p.items()
-    }
+    return p
 
 
 def shapes(p: Params) -> dict[str, list[int]]:
