@@ -99,6 +99,14 @@ def rerun_last_stage(spec: dict[str, Any], pretrained: str, **changes: Any) -> d
     }
 
 
+def with_seed(spec: dict[str, Any], seed: int) -> dict[str, Any]:
+    """``spec`` with every stage run under ``seed``; how one recipe is rerun with other seeds."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    stages = [{k: v for k, v in stage.items() if k != "seed"} for stage in spec["stages"]]
+    return {**spec, "base": {**spec.get("base", {}), "seed": seed}, "stages": stages}
+
+
 def write_summary(workdir: str, summaries: list[dict[str, Any]]) -> None:
     rows = [
         {
@@ -141,9 +149,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="progressive config file (required)")
     parser.add_argument("--workdir", required=True, help="directory of the stages (required)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of every stage (data order, translations, dropout), replacing the config's",
+    )
     args = parser.parse_args(argv)
     try:
         spec = read_config_file(args.config)
+        if args.seed is not None:
+            spec = with_seed(spec, args.seed)
         stage_configs(spec)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
