@@ -28,6 +28,7 @@ has as many seeds of each recipe. ``--jobs N`` runs N at once in subprocesses
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -233,20 +234,17 @@ def run(
         for name in recipes
         if not finished(run_dir(workdir, name, seed))
     ]
-    _report(workdir, recipes, seeds, command)
+    report = functools.partial(_report, workdir, recipes, seeds, command)
+    report()  # lists the runs still to do
     if jobs == 1:
         for name, seed in todo:
             log(f"sweep: {name} seed {seed}")
             spec = progressive.with_seed(recipes[name][1], seed)
             progressive.run(spec, run_dir(workdir, name, seed), log=log)
-            _report(workdir, recipes, seeds, command)
+            report()
     else:
-
-        def on_done() -> None:
-            _report(workdir, recipes, seeds, command)
-
-        _run_in_subprocesses(recipes, todo, workdir, jobs, log, on_done)
-    return _report(workdir, recipes, seeds, command)
+        _run_in_subprocesses(recipes, todo, workdir, jobs, log, on_done=report)
+    return report()
 
 
 def _run_in_subprocesses(recipes, todo, workdir, jobs, log, on_done) -> None:

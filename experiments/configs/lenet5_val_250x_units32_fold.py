@@ -7,33 +7,24 @@ accuracy of the three recipes, ahead of the chain (166 units, fan-in 3) and ``fc
 This variant goes further in that direction: 32 units (fan-in about 23; fc2's 250
 weights then sit on 250 of the 320 places that read live units). Both stages run in
 this config, so each seed reruns the concentration stage too (``units64_fold``'s
-seeds share its committed first stage): from the chain's 200x model, keep 32 whole
-fc1 units (``Structured``, masks not carried, fc2 left dense, 6 ADMM iterations + 4
-retraining epochs), fold the idle weights into biases, then the chain's 250x stage
-(conv1 170, conv2 550, fc1 750, fc2 250; masks carried). Validation accuracy only.
+seeds share its committed first stage): ``lenet5_val_250x_units64_fc2.py`` with 32
+units (from the chain's 200x model, keep 32 whole fc1 units, masks not carried, fc2
+left dense, 6 ADMM iterations + 4 retraining epochs), then its 250x stage (conv1 170,
+conv2 550, fc1 750, fc2 250; masks carried) with the idle weights folded into biases
+first. Validation accuracy only.
 """
 
 import os
 import runpy
 
-_CHAIN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "lenet5_val.py"))
+_FC2 = runpy.run_path(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "lenet5_val_250x_units64_fc2.py")
+)
 
 UNITS = 32
 
 
 def get_config() -> dict:
-    chain = _CHAIN["get_config"]()
-    last = chain["stages"][-1]
-    others = {k: v for k, v in last["sparsity"].items() if k not in ("fc1/kernel", "fc2/kernel")}
-    concentrate = {
-        **last,
-        # (500 - UNITS) / 500 * 500 floors to 500 - UNITS: exactly UNITS units kept.
-        "sparsity": {**others, "fc1/kernel": f"filters:{(500 - UNITS) / 500}"},
-        "carry_masks": False,
-        "admm_iterations": 6,
-        "retrain_epochs": 4,
-    }
-    return {
-        "base": {**chain["base"], "pretrained": _CHAIN["FROM_200X"]},
-        "stages": [concentrate, {**last, "carry_masks": True, "fold_idle": True}],
-    }
+    spec = _FC2["get_config"](UNITS)
+    spec["stages"][1]["fold_idle"] = True
+    return spec

@@ -19,12 +19,13 @@ _CHAIN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 UNITS = 64
 
 
-def get_config() -> dict:
+def get_config(units: int = UNITS) -> dict:
     chain = _CHAIN["get_config"]()
     last = chain["stages"][-1]
     concentrate = {
         **last,
-        "sparsity": {**last["sparsity"], "fc1/kernel": f"filters:{1 - UNITS / 500}"},
+        # (500 - units) / 500 * 500 floors to 500 - units: exactly `units` units kept.
+        "sparsity": {**last["sparsity"], "fc1/kernel": f"filters:{(500 - units) / 500}"},
         "carry_masks": False,
         "admm_iterations": 6,
         "retrain_epochs": 4,

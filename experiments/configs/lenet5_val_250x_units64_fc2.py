@@ -16,8 +16,8 @@ _UNITS = runpy.run_path(
 )
 
 
-def get_config() -> dict:
-    spec = _UNITS["get_config"]()
+def get_config(units: int = _UNITS["UNITS"]) -> dict:
+    spec = _UNITS["get_config"](units)
     first = spec["stages"][0]
     first["sparsity"] = {k: v for k, v in first["sparsity"].items() if k != "fc2/kernel"}
     return spec
