@@ -126,3 +126,39 @@ def test_rerun_last_stage_keeps_the_base_and_changes_only_the_last_stage():
         "stages": [{"sparsity": {"fc1/kernel": 0.95}, "admm_iterations": 20}],
     }
     assert spec["stages"][-1] == {"sparsity": {"fc1/kernel": 0.95}}  # not mutated
+
+
+# Concentration configs: name -> whole slices their first stage keeps per kernel.
+CONCENTRATED = {
+    "lenet5_val_250x_units64_fc2": {"fc1/kernel": 64},
+    "lenet5_val_250x_units32_fold": {"fc1/kernel": 32},
+    "lenet5_val_250x_filters24_fold": {"conv2/kernel": 24, "fc1/kernel": 64},
+    "lenet5_val_250x_filters16_fold": {"conv2/kernel": 16, "fc1/kernel": 64},
+    "lenet5_val_250x_conv1_10_fold": {"conv1/kernel": 10, "conv2/kernel": 24, "fc1/kernel": 64},
+}
+
+
+@pytest.mark.parametrize("name, kept", CONCENTRATED.items(), ids=CONCENTRATED.keys())
+def test_concentration_configs_keep_the_counts_their_names_say(name, kept):
+    """The fraction a config writes floors to exactly the slice count in its name."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / f"experiments/configs/{name}.py"
+    first, last = progressive.stage_configs(read_config_file(str(path)))
+    shapes = {
+        "conv1/kernel": (5, 5, 1, 20),
+        "conv2/kernel": (5, 5, 20, 50),
+        "fc1/kernel": (800, 500),
+        "fc2/kernel": (500, 10),
+    }
+    structured = {p: v for p, v in first.sparsity.items() if isinstance(v, str)}
+    assert set(structured) == set(kept)
+    for pattern, n in kept.items():
+        target = train.parse_target(structured[pattern], pattern)
+        assert isinstance(target, admmjax.Structured)
+        assert target.num_kept(shapes[pattern]) == n, pattern
+    # The 250x stage: 1,720 weights, masks carried, no structured constraint left.
+    assert not first.carry_masks and last.carry_masks
+    assert all(isinstance(v, float) for v in last.sparsity.values())
+    assert sum(round((1 - last.sparsity[p]) * np.prod(s)) for p, s in shapes.items()) == 1720
+    assert last.fold_idle == (name != "lenet5_val_250x_units64_fc2")
