@@ -238,6 +238,24 @@ def sparsity_targets(params: Any, sparsity: dict[str, float | str]) -> Any:
     return admmjax.sparsity_by_path(params, {p: parse_target(v, p) for p, v in sparsity.items()})
 
 
+def keep_whole(kind: str, kept: int, total: int) -> str:
+    """The spec ``"<kind>:S"`` that keeps exactly ``kept`` of ``total`` whole slices.
+
+    ``kind`` is ``"filters"``, ``"channels"`` or ``"rows"``. ``Structured`` prunes
+    ``floor(S * total)`` slices. ``S = (total - kept) / total`` is used where it floors
+    to ``total - kept``; float rounding makes some (e.g. ``29 / 50 * 50``) land just
+    below, and those get the midpoint ``(total - kept + 0.5) / total`` instead.
+    """
+    if kind not in ("filters", "channels", "rows"):
+        raise ValueError(f"kind is {kind!r}; expected 'filters', 'channels' or 'rows'")
+    if not 0 < kept <= total:
+        raise ValueError(f"kept is {kept}; expected 1 to total ({total}) whole slices")
+    fraction = (total - kept) / total
+    if math.floor(fraction * total) != total - kept:
+        fraction = (total - kept + 0.5) / total
+    return f"{kind}:{fraction}"
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value < 1.0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -163,3 +164,25 @@ def test_concentration_configs_keep_the_counts_their_names_say(name, kept):
     assert all(isinstance(v, float) for v in last.sparsity.values())
     assert sum(round((1 - last.sparsity[p]) * np.prod(s)) for p, s in shapes.items()) == 1720
     assert last.fold_idle == (name != "lenet5_val_250x_units64_fc2")
+
+
+def test_keep_whole_keeps_exactly_that_many_slices_for_every_count():
+    """Every count of a LeNet-5 kernel's slices, through parse_target and Structured."""
+    for total, shape in ((20, (5, 5, 1, 20)), (50, (5, 5, 20, 50)), (500, (800, 500))):
+        for kept in range(1, total + 1):
+            spec = train.keep_whole("filters", kept, total)
+            assert train.parse_target(spec).num_kept(shape) == kept, spec
+    assert train.keep_whole("rows", 64, 500) == "rows:0.872"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("units", 4, 10), "kind is 'units'"),
+        (("filters", 0, 10), "kept is 0; expected 1 to total (10)"),
+        (("filters", 11, 10), "kept is 11"),
+    ],
+)
+def test_keep_whole_refuses_bad_input(args, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train.keep_whole(*args)

@@ -11,6 +11,8 @@ Validation accuracy only, as the other variants.
 import os
 import runpy
 
+from experiments.train import keep_whole
+
 _F24 = runpy.run_path(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "lenet5_val_250x_filters24_fold.py")
 )
@@ -21,9 +23,8 @@ CONV1_FILTERS = 10  # of conv1's 20
 def get_config() -> dict:
     spec = _F24["get_config"]()
     first = spec["stages"][0]
-    # (20 - n) / 20 * 20 floors to 20 - n: exactly n filters kept.
     first["sparsity"] = {
         **first["sparsity"],
-        "conv1/kernel": f"filters:{(20 - CONV1_FILTERS) / 20}",
+        "conv1/kernel": keep_whole("filters", CONV1_FILTERS, 20),
     }
     return spec

@@ -14,6 +14,8 @@ accuracy only, as the other variants.
 import os
 import runpy
 
+from experiments.train import keep_whole
+
 _FC2 = runpy.run_path(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "lenet5_val_250x_units64_fc2.py")
 )
@@ -25,7 +27,6 @@ UNITS = 64  # of fc1's 500
 def get_config(filters: int = FILTERS, units: int = UNITS) -> dict:
     spec = _FC2["get_config"](units)
     first, last = spec["stages"]
-    # (50 - filters) / 50 * 50 floors to 50 - filters: exactly `filters` filters kept.
-    first["sparsity"] = {**first["sparsity"], "conv2/kernel": f"filters:{(50 - filters) / 50}"}
+    first["sparsity"] = {**first["sparsity"], "conv2/kernel": keep_whole("filters", filters, 50)}
     last["fold_idle"] = True
     return spec

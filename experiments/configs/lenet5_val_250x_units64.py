@@ -14,6 +14,8 @@ validation accuracy only.
 import os
 import runpy
 
+from experiments.train import keep_whole
+
 _CHAIN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "lenet5_val.py"))
 
 UNITS = 64
@@ -24,8 +26,7 @@ def get_config(units: int = UNITS) -> dict:
     last = chain["stages"][-1]
     concentrate = {
         **last,
-        # (500 - units) / 500 * 500 floors to 500 - units: exactly `units` units kept.
-        "sparsity": {**last["sparsity"], "fc1/kernel": f"filters:{(500 - units) / 500}"},
+        "sparsity": {**last["sparsity"], "fc1/kernel": keep_whole("filters", units, 500)},
         "carry_masks": False,
         "admm_iterations": 6,
         "retrain_epochs": 4,
