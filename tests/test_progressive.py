@@ -137,6 +137,11 @@ CONCENTRATED = {
     "lenet5_val_250x_filters16_fold": {"conv2/kernel": 16, "fc1/kernel": 64},
     "lenet5_val_250x_filters12_fold": {"conv2/kernel": 12, "fc1/kernel": 64},
     "lenet5_val_250x_conv1_10_fold": {"conv1/kernel": 10, "conv2/kernel": 24, "fc1/kernel": 64},
+    "lenet5_val_250x_filters16_conv1_10_fold": {
+        "conv1/kernel": 10,
+        "conv2/kernel": 16,
+        "fc1/kernel": 64,
+    },
 }
 
 

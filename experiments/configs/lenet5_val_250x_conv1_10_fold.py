@@ -20,11 +20,11 @@ _F24 = runpy.run_path(
 CONV1_FILTERS = 10  # of conv1's 20
 
 
-def get_config() -> dict:
-    spec = _F24["get_config"]()
+def get_config(filters: int = _F24["FILTERS"], conv1_filters: int = CONV1_FILTERS) -> dict:
+    spec = _F24["get_config"](filters=filters)
     first = spec["stages"][0]
     first["sparsity"] = {
         **first["sparsity"],
-        "conv1/kernel": keep_whole("filters", CONV1_FILTERS, 20),
+        "conv1/kernel": keep_whole("filters", conv1_filters, 20),
     }
     return spec
