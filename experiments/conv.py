@@ -35,6 +35,12 @@ the kernel gradient on CPU is one matrix product of the input's shifted views wi
 output gradient (:func:`patches_kernel_grad`), instead of XLA's convolution over
 transposed copies of both.
 
+In a single-device CPU process where :mod:`experiments.native_conv`'s AVX-512 kernels
+build (float32, ``KW * C <= 128``), both gradients on CPU are those kernels instead
+(faster again, see that module); the pure-JAX gradients above are the fallback
+(``ADMMJAX_NATIVE_CONV=0`` forces it, e.g. to reproduce results made before
+2026-11-30 bit for bit).
+
 On GPU and TPU (``lax.platform_dependent``) both gradients are XLA's, which cuDNN
 and the TPU compiler already handle well. Any other convolution (strides, padding,
 dilation, groups, other layouts) goes to ``lax.conv_general_dilated`` unchanged.
@@ -50,6 +56,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from experiments import native_conv
 
 __all__ = [
     "BLOCK",
@@ -143,26 +151,46 @@ def patches_kernel_grad(
     return jnp.matmul(patches, g.reshape(n * oh * ow, o), precision=precision).reshape(kh, kw, c, o)
 
 
+def _native(kernel_shape: tuple[int, ...], dtype: Any) -> bool:
+    """Whether the CPU branch uses :mod:`experiments.native_conv`'s kernels.
+
+    Only in a single-device CPU process: a GPU/TPU process never runs the CPU branch,
+    and XLA's partitioner cannot split a custom call over a batch-sharded mesh (it
+    would gather the batch and compute it on every device).
+    """
+    return (
+        jax.default_backend() == "cpu"
+        and jax.device_count() == 1
+        and native_conv.supports(kernel_shape, dtype)
+        and native_conv.available()
+    )
+
+
 def _conv2d_valid_bwd(precision, residuals, g):
     x, w = residuals
 
     def xla_kernel_grad(g, x):
         return jax.vjp(lambda w: _forward(x, w, precision), w)[1](g)[0]
 
-    if math.prod(w.shape[:3]) <= PATCHES_MAX:
-        dw = lax.platform_dependent(
-            g, x, cpu=lambda g, x: patches_kernel_grad(x, g, w.shape, precision),
-            default=xla_kernel_grad,
-        )  # fmt: skip
-    else:
-        dw = xla_kernel_grad(g, x)
-
     def xla_input_grad(g, w):
         return jax.vjp(lambda x: _forward(x, w, precision), x)[1](g)[0]
 
-    dx = lax.platform_dependent(
-        g, w, cpu=functools.partial(banded_input_grad, precision=precision), default=xla_input_grad
-    )
+    native = _native(w.shape, w.dtype)
+
+    def cpu_kernel_grad(g, x):
+        if native:
+            return native_conv.kernel_grad(x, g, w.shape)
+        if math.prod(w.shape[:3]) <= PATCHES_MAX:
+            return patches_kernel_grad(x, g, w.shape, precision)
+        return xla_kernel_grad(g, x)
+
+    def cpu_input_grad(g, w):
+        if native:
+            return native_conv.input_grad(g, w)
+        return banded_input_grad(g, w, precision)
+
+    dw = lax.platform_dependent(g, x, cpu=cpu_kernel_grad, default=xla_kernel_grad)
+    dx = lax.platform_dependent(g, w, cpu=cpu_input_grad, default=xla_input_grad)
     return dx, dw
 
 
@@ -173,7 +201,8 @@ _conv2d_valid_vjp.defvjp(_conv2d_valid_fwd, _conv2d_valid_bwd)
 def conv2d_valid(x: jax.Array, w: jax.Array, precision: Any = None) -> jax.Array:
     """``lax.conv_general_dilated(x, w, (1, 1), "VALID")`` for NHWC ``x`` and HWIO ``w``.
 
-    Same forward pass as XLA's; on CPU the input gradient is :func:`banded_input_grad`
+    Same forward pass as XLA's; on CPU both gradients are :mod:`experiments.native_conv`'s
+    kernels where they apply, else the input gradient is :func:`banded_input_grad`
     and, for kernels with at most ``PATCHES_MAX`` input taps, the kernel gradient is
     :func:`patches_kernel_grad` (see the module docstring); elsewhere both are XLA's.
 

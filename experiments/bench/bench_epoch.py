@@ -2,8 +2,8 @@
 
 Each configuration (XLA flags, forced CPU devices, batch size, LeNet-5's max
 pooling: the reshape + max of ``experiments.models`` or ``nnx.max_pool``'s
-``reduce_window``, and the convolutions' input gradient: ``experiments.conv``'s banded
-matrix product or XLA's own) runs in its own process (XLA flags and the CPU device count are
+``reduce_window``, and the convolutions' gradients: ``experiments.native_conv``'s
+AVX-512 kernels, ``experiments.conv``'s banded input gradient, or XLA's own) runs in its own process (XLA flags and the CPU device count are
 fixed when JAX's backend starts) and times the real training loop of
 ``experiments.train``: ``Pipeline.batches`` (host-side shuffling, slicing and
 device transfer) feeding the jitted ``admmjax.make_train_step`` with the pretrain
@@ -40,22 +40,30 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script: make `admmjax`, `experiments` importable
     sys.path.insert(0, str(REPO))
 
+from experiments import native_conv  # noqa: E402
 from experiments.cpu_kernels import OPT_OUT, YNN_FLAG  # noqa: E402
 
 ONEDNN_FLAG = "--xla_cpu_use_onednn=true"
-# name -> (XLA_FLAGS, CPU devices, global batch, max pooling, input gradient of the
-# convolutions: "banded" = experiments.conv's (the models' default), "xla" = XLA's own)
+# name -> (XLA_FLAGS, CPU devices, global batch, max pooling, gradients of the
+# convolutions: "native" = experiments.native_conv's kernels (the models' default where
+# they build), "banded" = experiments.conv's pure-JAX ones, "xla" = XLA's own)
 CONFIGS: dict[str, tuple[str, int, int, str, str]] = {
     "default": ("", 1, 128, "reshape", "xla"),
     "default, reduce_window pool": ("", 1, 128, "reduce_window", "xla"),
     "default, 2 devices": ("", 2, 128, "reshape", "xla"),
     "oneDNN": (ONEDNN_FLAG, 1, 128, "reshape", "xla"),
     "YNNPACK": (YNN_FLAG, 1, 128, "reshape", "xla"),
-    "YNNPACK + banded input gradient (ours)": (YNN_FLAG, 1, 128, "reshape", "banded"),
+    "YNNPACK + banded input gradient": (YNN_FLAG, 1, 128, "reshape", "banded"),
     "YNNPACK + banded, 2 devices": (YNN_FLAG, 2, 128, "reshape", "banded"),
     "YNNPACK + banded, batch 256": (YNN_FLAG, 1, 256, "reshape", "banded"),
+    "YNNPACK + native conv gradients (ours)": (YNN_FLAG, 1, 128, "reshape", "native"),
+    "YNNPACK + native, batch 256": (YNN_FLAG, 1, 256, "reshape", "native"),
 }
-QUICK_CONFIGS = ("default", "YNNPACK + banded input gradient (ours)")
+OURS = "YNNPACK + native conv gradients (ours)"
+# Where the native kernels do not build (no AVX-512 or compiler), --quick times the
+# banded gradients instead.
+QUICK_CONFIGS = ("default", OURS)
+QUICK_FALLBACK = "YNNPACK + banded input gradient"
 
 
 def _time(fn, n: int) -> float:
@@ -91,6 +99,8 @@ def worker(model: str, steps: int, warmup: int) -> dict:
         from experiments import conv
 
         conv.conv_general_dilated = jax.lax.conv_general_dilated
+    if os.environ["BENCH_CONV"] == "native" and not native_conv.available():
+        raise RuntimeError(f"native conv kernels unavailable: {native_conv.unavailable_reason()}")
     cfg = train.Config(
         model=model, batch_size=batch, devices=devices, sparsity={"fc1/kernel": 0.9},
         progress=False,
@@ -138,8 +148,9 @@ def worker(model: str, steps: int, warmup: int) -> dict:
 
 def conv_layouts(batch: int, n: int) -> dict[str, float]:
     """LeNet-5's conv2 (20 -> 50 channels, 5x5, on 12x12) forward + both gradients, in
-    NHWC/HWIO (the models' layout) and NCHW/OIHW with XLA's gradients, and NHWC with
-    ``experiments.conv``'s banded input gradient, in milliseconds."""
+    NHWC/HWIO (the models' layout) and NCHW/OIHW with XLA's gradients, and NHWC through
+    ``experiments.conv.conv2d_valid`` (``ours_``: this process's gradients, native or
+    banded), in milliseconds."""
     import jax
     import jax.numpy as jnp
 
@@ -147,7 +158,7 @@ def conv_layouts(batch: int, n: int) -> dict[str, float]:
 
     out = {}
     rng = np.random.default_rng(0)
-    variants = (("NHWC", "HWIO", ""), ("NCHW", "OIHW", ""), ("NHWC", "HWIO", "banded_"))
+    variants = (("NHWC", "HWIO", ""), ("NCHW", "OIHW", ""), ("NHWC", "HWIO", "ours_"))
     for lhs, rhs, tag in variants:
         x_shape = (batch, 12, 12, 20) if lhs == "NHWC" else (batch, 20, 12, 12)
         w_shape = (5, 5, 20, 50) if rhs == "HWIO" else (50, 20, 5, 5)
@@ -155,8 +166,8 @@ def conv_layouts(batch: int, n: int) -> dict[str, float]:
         w = jnp.asarray(rng.standard_normal(w_shape, np.float32))
         dn = (lhs, rhs, lhs)
 
-        def loss(x, w, dn=dn, banded=bool(tag)):
-            if banded:
+        def loss(x, w, dn=dn, ours=bool(tag)):
+            if ours:
                 y = conv.conv2d_valid(x, w)
             else:
                 y = jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn)
@@ -172,6 +183,7 @@ def measure(name: str, model: str, steps: int, warmup: int) -> dict:
     env = dict(os.environ, XLA_FLAGS=flags, BENCH_DEVICES=str(devices), BENCH_BATCH=str(batch))
     env["BENCH_POOL"], env["BENCH_CONV"] = pool, conv
     env[OPT_OUT] = "0"  # the flags above are the whole story for this process
+    env[native_conv.OPT_OUT] = "1" if conv == "native" else "0"
     cmd = [sys.executable, __file__, "--worker", model, "--steps", str(steps)]
     cmd += ["--warmup", str(warmup)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -201,6 +213,9 @@ def main(argv: list[str] | None = None) -> dict:
     configs = [c.strip() for c in args.configs.split(";") if c.strip()]
     if args.quick:
         configs, args.steps, args.warmup, args.rounds = list(QUICK_CONFIGS), 8, 2, 1
+        if not native_conv.available():
+            print(f"native conv kernels unavailable ({native_conv.unavailable_reason()})")
+            configs = [QUICK_FALLBACK if c == OURS else c for c in configs]
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         parser.error(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
@@ -248,8 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
                 print(
                     f"{model} {name}: conv2 forward + gradients NHWC "
                     f"{t['conv2_NHWC_fwd_bwd_ms']:.1f} ms, NCHW {t['conv2_NCHW_fwd_bwd_ms']:.1f} "
-                    f"ms, NHWC with the banded input gradient "
-                    f"{t['conv2_NHWC_banded_fwd_bwd_ms']:.1f} ms"
+                    f"ms, NHWC through conv2d_valid ({t['input_gradient']}) "
+                    f"{t['conv2_NHWC_ours_fwd_bwd_ms']:.1f} ms"
                 )
     env = environment()
     result = {

@@ -1,0 +1,225 @@
+r"""Hand-written AVX-512 kernels for the two gradients of a VALID stride-1 convolution (CPU).
+
+On the 2-core CPU this project is developed on, XLA's kernel gradient of LeNet-5's
+conv2 (Eigen) and even the banded input gradient of :mod:`experiments.conv` ran well
+below the matrix units' speed, and they kept LeNet-5's training step behind
+PyTorch's (oneDNN). ``csrc/conv_grad.cc`` computes
+
+.. math::
+
+    dx[n, y + i, x + j, c] = \sum_o g[n, y, x, o]\, w[i, j, c, o], \qquad
+    dw[i, j, c, o] = \sum_{n, y, x} x[n, y + i, x + j, c]\, g[n, y, x, o]
+
+as rank-1 updates along the contiguous ``KW * C`` floats that one kernel row touches
+in NHWC (no patch matrix, no overlap-add pass), in register tiles, split over images
+on XLA's intra-op thread pool. The results do not depend on the number of threads
+(each image's input gradient is written by one task; the kernel gradient is summed
+in fixed chunks of images, then over chunks in order). Figures:
+``experiments/bench/bench_epoch.py`` and ``experiments/results/README.md``.
+
+The source is compiled on first use with the system C++ compiler (``$CXX``, else
+``g++``; ``-O3 -march=native``) against ``jax.ffi.include_dir()``, cached under
+``$ADMMJAX_CACHE_DIR`` (default ``~/.cache/admmjax``) by a hash of the source, the
+flags, the compiler, jaxlib's version and the CPU's flags, and registered as two XLA
+FFI targets for the CPU. :func:`available` says whether that worked; when it did not
+(no compiler, no AVX-512, not Linux x86-64, a build error, or
+``ADMMJAX_NATIVE_CONV=0``), :func:`unavailable_reason` says why and
+:mod:`experiments.conv` keeps its pure-JAX gradients. Only float32 kernels with
+``KW * C <= 128`` are handled (:func:`supports`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "KERNEL_GRAD_CHUNK",
+    "MAX_SEGMENT",
+    "OPT_OUT",
+    "SOURCE",
+    "TARGETS",
+    "available",
+    "input_grad",
+    "kernel_grad",
+    "supports",
+    "unavailable_reason",
+]
+
+SOURCE = Path(__file__).resolve().parent / "csrc" / "conv_grad.cc"
+OPT_OUT = "ADMMJAX_NATIVE_CONV"
+CACHE_ENV = "ADMMJAX_CACHE_DIR"
+CXX_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
+MAX_SEGMENT = 128  # KW * C: the kernels hold one kernel row in at most 8 zmm registers
+LANES = 16
+# Images per partial sum of the kernel gradient: the unit of parallel work, and the
+# fixed summation order that keeps results independent of the thread count.
+KERNEL_GRAD_CHUNK = 16
+_INPUT_GRAD = "admmjax_conv_input_grad"
+_KERNEL_GRAD = "admmjax_conv_kernel_grad"
+# The FFI target names (for ``jax.export.DisabledSafetyCheck.custom_call``).
+TARGETS = (_INPUT_GRAD, _KERNEL_GRAD)
+_reason: str | None = None
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "admmjax")
+    return Path(root) / "native"
+
+
+def _build(cxx: str) -> Path:
+    """Compiles :data:`SOURCE` unless a build for this source, compiler and CPU is cached."""
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True)
+    key = hashlib.sha256()
+    for part in (
+        SOURCE.read_bytes(),
+        " ".join(CXX_FLAGS).encode(),
+        version.stdout.encode(),
+        importlib.metadata.version("jaxlib").encode(),
+        " ".join(sorted(_cpu_flags())).encode(),
+    ):
+        key.update(part)
+    out_dir = _cache_dir()
+    target = out_dir / f"conv_grad_{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Build to a private name, then rename: concurrent processes never load a half file.
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+    os.close(fd)
+    try:
+        cmd = [cxx, *CXX_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the kernels are built and registered (compiles them on the first call)."""
+    global _reason
+    if os.environ.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off"):
+        _reason = f"switched off by {OPT_OUT}={os.environ[OPT_OUT]}"
+        return False
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        _reason = f"needs Linux on x86-64, this is {platform.system()} {platform.machine()}"
+        return False
+    if "avx512f" not in _cpu_flags():
+        _reason = "the CPU has no AVX-512 (avx512f not in /proc/cpuinfo)"
+        return False
+    cxx = os.environ.get("CXX") or "g++"
+    if shutil.which(cxx) is None:
+        _reason = f"no C++ compiler: {cxx!r} not found (set CXX)"
+        return False
+    try:
+        lib = ctypes.cdll.LoadLibrary(str(_build(cxx)))
+        jax.ffi.register_ffi_target(
+            _INPUT_GRAD, jax.ffi.pycapsule(lib.AdmmjaxConvInputGrad), platform="cpu"
+        )
+        jax.ffi.register_ffi_target(
+            _KERNEL_GRAD, jax.ffi.pycapsule(lib.AdmmjaxConvKernelGrad), platform="cpu"
+        )
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
+        _reason = f"build or load failed: {err}"
+        warnings.warn(
+            f"experiments.native_conv: {_reason}; using the pure-JAX gradients", stacklevel=2
+        )
+        return False
+    _reason = None
+    return True
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`available` returned False (``None`` when the kernels are in use)."""
+    available()
+    return _reason
+
+
+def supports(kernel_shape: tuple[int, ...], dtype: jnp.dtype) -> bool:
+    """Whether the kernels handle an HWIO kernel of this shape and dtype."""
+    if len(kernel_shape) != 4 or jnp.dtype(dtype) != jnp.float32:
+        return False
+    _, kw, c, _ = kernel_shape
+    return 0 < kw * c <= MAX_SEGMENT
+
+
+def _padded_segment(kw: int, c: int) -> int:
+    return -(-kw * c // LANES) * LANES
+
+
+def _check(kernel_shape: tuple[int, ...], dtype: jnp.dtype) -> None:
+    if not supports(kernel_shape, dtype):
+        raise ValueError(
+            f"native conv kernels need a float32 HWIO kernel with KW * C <= {MAX_SEGMENT}, "
+            f"got shape {tuple(kernel_shape)} and dtype {jnp.dtype(dtype)}"
+        )
+    if not available():
+        raise RuntimeError(f"native conv kernels unavailable: {_reason}")
+
+
+def input_grad(g: jax.Array, w: jax.Array) -> jax.Array:
+    """Input gradient of ``conv(x, w)`` (VALID, stride 1, NHWC/HWIO) for output gradient ``g``.
+
+    ``g``: (N, OH, OW, O), ``w``: (KH, KW, C, O); returns (N, OH + KH - 1, OW + KW - 1, C).
+    """
+    _check(w.shape, w.dtype)
+    kh, kw, c, o = w.shape
+    n, oh, ow, go = g.shape
+    if go != o or g.dtype != w.dtype:
+        raise ValueError(f"output gradient {g.shape} {g.dtype} does not fit kernel {w.shape}")
+    segment = _padded_segment(kw, c)
+    # wt[o, i, j * C + c] = w[i, j, c, o], zero-padded to whole vectors.
+    wt = jnp.pad(
+        w.transpose(3, 0, 1, 2).reshape(o, kh, kw * c), ((0, 0), (0, 0), (0, segment - kw * c))
+    )
+    out = jax.ShapeDtypeStruct((n, oh + kh - 1, ow + kw - 1, c), jnp.float32)
+    call = jax.ffi.ffi_call(_INPUT_GRAD, out, vmap_method="sequential")
+    return call(g, wt, kw=np.int64(kw))
+
+
+def kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) -> jax.Array:
+    """Kernel gradient of ``conv(x, w)`` (VALID, stride 1, NHWC/HWIO) for output gradient ``g``.
+
+    ``x``: (N, H, W, C), ``g``: (N, H - KH + 1, W - KW + 1, O); returns (KH, KW, C, O).
+    """
+    _check(kernel_shape, x.dtype)
+    kh, kw, c, o = kernel_shape
+    n, h, w, xc = x.shape
+    if g.shape != (n, h - kh + 1, w - kw + 1, o) or xc != c or g.dtype != x.dtype:
+        raise ValueError(
+            f"input {x.shape}, output gradient {g.shape}, kernel {kernel_shape} do not fit"
+        )
+    segment = _padded_segment(kw, c)
+    out = jax.ShapeDtypeStruct((kh, o, segment), jnp.float32)
+    call = jax.ffi.ffi_call(_KERNEL_GRAD, out, vmap_method="sequential")
+    dwt = call(x, g, kw=np.int64(kw), chunk=np.int64(KERNEL_GRAD_CHUNK))
+    return dwt[:, :, : kw * c].reshape(kh, o, kw, c).transpose(0, 2, 3, 1)

@@ -1,0 +1,153 @@
+"""experiments.native_conv: the AVX-512 convolution gradients, against XLA's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from experiments import conv, native_conv
+
+HIGHEST = lax.Precision.HIGHEST
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _xla(x, w):
+    return lax.conv_general_dilated(
+        x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=HIGHEST
+    )
+
+
+def _case(x_shape, w_shape, seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal(x_shape, np.float32))
+    w = jnp.asarray(rng.standard_normal(w_shape, np.float32))
+    y, pullback = jax.vjp(_xla, x, w)
+    g = jnp.asarray(rng.standard_normal(y.shape, np.float32))
+    return x, w, g, pullback(g)
+
+
+def test_built_here_or_says_why():
+    """On an AVX-512 Linux machine with g++ (this project's) the kernels must build;
+    elsewhere the reason is reported and experiments.conv keeps its JAX gradients."""
+    if "avx512f" in native_conv._cpu_flags() and os.environ.get(native_conv.OPT_OUT) != "0":
+        assert native_conv.available(), native_conv.unavailable_reason()
+        assert native_conv.unavailable_reason() is None
+    else:
+        assert not native_conv.available()
+        assert native_conv.unavailable_reason()
+
+
+needs_native = pytest.mark.skipif(
+    not native_conv.available(),
+    reason=f"native conv unavailable: {native_conv.unavailable_reason()}",
+)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    "x_shape, w_shape",
+    [
+        ((128, 12, 12, 20), (5, 5, 20, 50)),  # LeNet-5's conv2 at batch 128: 7 vectors
+        ((5, 28, 28, 1), (5, 5, 1, 20)),  # conv1: one masked vector, 8-wide tiles
+        ((3, 9, 11, 3), (3, 5, 3, 7)),  # 7 output columns, 7 channels: partial tiles
+        ((17, 7, 8, 16), (2, 8, 16, 3)),  # KW * C = 128 exactly (8 vectors); 17 images
+        ((2, 6, 6, 2), (1, 1, 2, 3)),  # 1x1 kernel
+        ((2, 5, 7, 2), (5, 7, 2, 33)),  # kernel as large as the input: 1x1 output
+        ((1, 10, 10, 6), (3, 3, 6, 1)),  # one output channel
+    ],
+)
+def test_both_gradients_match_xla(x_shape, w_shape):
+    x, w, g, (want_dx, want_dw) = _case(x_shape, w_shape)
+    dx = jax.jit(native_conv.input_grad)(g, w)
+    dw = jax.jit(native_conv.kernel_grad, static_argnums=2)(x, g, w.shape)
+    assert dx.shape == x.shape and dw.shape == w.shape
+    for got, want in ((dx, want_dx), (dw, want_dw)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6 * float(jnp.abs(want).max()))
+
+
+@needs_native
+def test_results_are_bit_identical_run_to_run():
+    """Fixed chunks, summed in order: the same bits whichever thread ran which chunk."""
+    x, w, g, _ = _case((64, 12, 12, 20), (5, 5, 20, 50), seed=1)
+    dw = jax.jit(native_conv.kernel_grad, static_argnums=2)
+    dx = jax.jit(native_conv.input_grad)
+    first = (np.asarray(dw(x, g, w.shape)), np.asarray(dx(g, w)))
+    for _ in range(3):
+        np.testing.assert_array_equal(dw(x, g, w.shape), first[0])
+        np.testing.assert_array_equal(dx(g, w), first[1])
+
+
+@needs_native
+def test_vmap_runs_each_example():
+    x, w, g, _ = _case((3, 8, 8, 4), (3, 3, 4, 5), seed=2)
+    per_example = jax.vmap(lambda x, g: native_conv.kernel_grad(x[None], g[None], w.shape))(x, g)
+    want = jnp.stack(
+        [jax.vjp(lambda w, i=i: _xla(x[i : i + 1], w), w)[1](g[i : i + 1])[0] for i in range(3)]
+    )
+    np.testing.assert_allclose(per_example, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_input_is_refused_with_the_shapes():
+    with pytest.raises(ValueError, match=r"KW \* C <= 128, got shape \(3, 3, 64, 8\)"):
+        native_conv._check((3, 3, 64, 8), jnp.float32)
+    with pytest.raises(ValueError, match="dtype bfloat16"):
+        native_conv._check((3, 3, 4, 8), jnp.bfloat16)
+    assert not native_conv.supports((3, 3, 4, 8), jnp.float16)
+    assert native_conv.supports((5, 5, 20, 50), jnp.float32)
+    if native_conv.available():
+        w = jnp.zeros((5, 5, 20, 50))
+        with pytest.raises(ValueError, match="does not fit kernel"):
+            native_conv.input_grad(jnp.zeros((1, 8, 8, 49)), w)
+        with pytest.raises(ValueError, match="do not fit"):
+            native_conv.kernel_grad(jnp.zeros((1, 12, 12, 20)), jnp.zeros((1, 7, 8, 50)), w.shape)
+
+
+def test_opt_out_is_reported():
+    """ADMMJAX_NATIVE_CONV=0 (a fresh process: availability is decided once)."""
+    code = "from experiments import native_conv as n; print(n.available(), n.unavailable_reason())"
+    env = {**os.environ, native_conv.OPT_OUT: "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == f"False switched off by {native_conv.OPT_OUT}=0"
+
+
+@needs_native
+def test_conv2d_valid_uses_them_on_cpu_only(monkeypatch):
+    """With the kernels switched on (the tests' 4 devices switch them off), the CPU
+    lowering calls both targets and the CUDA/TPU lowerings never see them; the
+    gradients through conv2d_valid match XLA's."""
+    monkeypatch.setattr(conv, "_native", lambda shape, dtype: native_conv.supports(shape, dtype))
+    x_spec = jax.ShapeDtypeStruct((2, 12, 12, 20), jnp.float32)
+    w_spec = jax.ShapeDtypeStruct((5, 5, 20, 50), jnp.float32)
+    grad = jax.value_and_grad(lambda x, w: jnp.sum(conv.conv2d_valid(x, w)), (0, 1))
+    # jax.export refuses custom calls without a compatibility guarantee unless told.
+    checks = [jax.export.DisabledSafetyCheck.custom_call(t) for t in native_conv.TARGETS]
+
+    def lowered(platform):
+        exported = jax.export.export(jax.jit(grad), platforms=[platform], disabled_checks=checks)
+        return exported(x_spec, w_spec).mlir_module()
+
+    cpu = lowered("cpu")
+    assert all(f"@{target}(" in cpu for target in native_conv.TARGETS)
+    for platform in ("cuda", "tpu"):
+        assert "admmjax_conv" not in lowered(platform)
+    x, w, g, (want_dx, want_dw) = _case((4, 12, 12, 20), (5, 5, 20, 50), seed=3)
+    _, pullback = jax.vjp(lambda x, w: conv.conv2d_valid(x, w), x, w)
+    dx, dw = jax.jit(pullback)(g)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-5, atol=2e-6 * float(jnp.abs(want_dx).max()))
+    np.testing.assert_allclose(dw, want_dw, rtol=1e-5, atol=2e-6 * float(jnp.abs(want_dw).max()))
+
+
+def test_not_used_with_several_devices():
+    """XLA cannot partition the custom calls over a batch-sharded mesh: the tests run
+    with 4 CPU devices, so conv2d_valid keeps the pure-JAX gradients here."""
+    assert jax.device_count() > 1
+    assert not conv._native((5, 5, 20, 50), jnp.float32)
