@@ -3,8 +3,9 @@
 Each configuration (XLA flags, forced CPU devices, batch size, LeNet-5's max
 pooling: the reshape + max of ``experiments.models`` or ``nnx.max_pool``'s
 ``reduce_window``, and the convolutions' gradients: ``experiments.native_conv``'s
-AVX-512 kernels, ``experiments.conv``'s banded input gradient, or XLA's own) runs in its own process (XLA flags and the CPU device count are
-fixed when JAX's backend starts) and times the real training loop of
+AVX-512 kernels, ``experiments.conv``'s banded input gradient, or XLA's own) runs
+in its own process (XLA flags and the CPU device count are fixed when JAX's backend
+starts) and times the real training loop of
 ``experiments.train``: ``Pipeline.batches`` (host-side shuffling, slicing and
 device transfer) feeding the jitted ``admmjax.make_train_step`` with the pretrain
 transform (L2 + Adam) on real MNIST. After ``--warmup`` steps (compilation), ``--steps``
