@@ -36,8 +36,9 @@ output gradient (:func:`patches_kernel_grad`), instead of XLA's convolution over
 transposed copies of both.
 
 In a single-device CPU process where :mod:`experiments.native_conv`'s AVX-512 kernels
-build (float32, ``KW * C <= 128``), both gradients on CPU are those kernels instead
-(faster again, see that module); the pure-JAX gradients above are the fallback
+build (float32, ``KW * C <= 128``), the forward pass of a training step (the
+``custom_vjp``'s) and both gradients on CPU are those kernels instead (faster again,
+see that module); XLA's forward and the pure-JAX gradients above are the fallback
 (``ADMMJAX_NATIVE_CONV=0`` forces it, e.g. to reproduce results made before
 2026-11-30 bit for bit).
 
@@ -132,7 +133,14 @@ def _conv2d_valid_vjp(x: jax.Array, w: jax.Array, precision: Any = None) -> jax.
 
 
 def _conv2d_valid_fwd(x, w, precision):
-    return _forward(x, w, precision), (x, w)
+    # The forward pass of a training step: on CPU, the native kernel where it applies.
+    if _native(w.shape, w.dtype):
+        y = lax.platform_dependent(
+            x, w, cpu=native_conv.forward, default=functools.partial(_forward, precision=precision)
+        )
+    else:
+        y = _forward(x, w, precision)
+    return y, (x, w)
 
 
 def patches_kernel_grad(

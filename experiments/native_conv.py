@@ -1,31 +1,33 @@
-r"""Hand-written AVX-512 kernels for the two gradients of a VALID stride-1 convolution (CPU).
+r"""Hand-written AVX-512 kernels for a VALID stride-1 convolution and its gradients (CPU).
 
-On the 2-core CPU this project is developed on, XLA's kernel gradient of LeNet-5's
-conv2 (Eigen) and even the banded input gradient of :mod:`experiments.conv` ran well
-below the matrix units' speed, and they kept LeNet-5's training step behind
+On the 2-core CPU this project is developed on, XLA's convolutions (YNNPACK forward,
+Eigen kernel gradient) and even the banded input gradient of :mod:`experiments.conv`
+ran at 100-180 GFLOP/s of the CPU's 435, and kept LeNet-5's training step behind
 PyTorch's (oneDNN). ``csrc/conv_grad.cc`` computes
 
 .. math::
 
-    dx[n, y + i, x + j, c] = \sum_o g[n, y, x, o]\, w[i, j, c, o], \qquad
-    dw[i, j, c, o] = \sum_{n, y, x} x[n, y + i, x + j, c]\, g[n, y, x, o]
+    y[n, y, x, o] = \sum_{i, j, c} x[n, y + i, x + j, c]\, w[i, j, c, o], \qquad
+    dw[i, j, c, o] = \sum_{n, y, x} x[n, y + i, x + j, c]\, g[n, y, x, o],
 
-as rank-1 updates along the contiguous ``KW * C`` floats that one kernel row touches
-in NHWC (no patch matrix, no overlap-add pass), in register tiles, split over images
-on XLA's intra-op thread pool. The results do not depend on the number of threads
-(each image's input gradient is written by one task; the kernel gradient is summed
-in fixed chunks of images, then over chunks in order). Figures:
-``experiments/bench/bench_epoch.py`` and ``experiments/results/README.md``.
+    dx[n, y + i, x + j, c] = \sum_{i, j, o} g[n, y, x, o]\, w[i, j, c, o]
+
+directly from NHWC/HWIO data (no patch matrix, no overlap-add pass), in register
+tiles of broadcast-and-FMA, split over images on XLA's intra-op thread pool. The
+results do not depend on the number of threads (each image's output is written by
+one task; the kernel gradient is summed in fixed chunks of images, then over chunks
+in order). Figures: ``experiments/bench/bench_epoch.py`` and
+``experiments/results/README.md``.
 
 The source is compiled on first use with the system C++ compiler (``$CXX``, else
 ``g++``; ``-O3 -march=native``) against ``jax.ffi.include_dir()``, cached under
 ``$ADMMJAX_CACHE_DIR`` (default ``~/.cache/admmjax``) by a hash of the source, the
-flags, the compiler, jaxlib's version and the CPU's flags, and registered as two XLA
-FFI targets for the CPU. :func:`available` says whether that worked; when it did not
-(no compiler, no AVX-512, not Linux x86-64, a build error, or
+flags, the compiler, jaxlib's version and the CPU's flags, and registered as three
+XLA FFI targets for the CPU. :func:`available` says whether that worked; when it did
+not (no compiler, no AVX-512, not Linux x86-64, a build error, or
 ``ADMMJAX_NATIVE_CONV=0``), :func:`unavailable_reason` says why and
-:mod:`experiments.conv` keeps its pure-JAX gradients. Only float32 kernels with
-``KW * C <= 128`` are handled (:func:`supports`).
+:mod:`experiments.conv` keeps XLA's forward pass and its pure-JAX gradients. Only
+float32 kernels with ``KW * C <= 128`` are handled (:func:`supports`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ __all__ = [
     "SOURCE",
     "TARGETS",
     "available",
+    "forward",
     "input_grad",
     "kernel_grad",
     "supports",
@@ -68,10 +71,11 @@ LANES = 16
 # Images per partial sum of the kernel gradient: the unit of parallel work, and the
 # fixed summation order that keeps results independent of the thread count.
 KERNEL_GRAD_CHUNK = 16
+_FORWARD = "admmjax_conv_forward"
 _INPUT_GRAD = "admmjax_conv_input_grad"
 _KERNEL_GRAD = "admmjax_conv_kernel_grad"
 # The FFI target names (for ``jax.export.DisabledSafetyCheck.custom_call``).
-TARGETS = (_INPUT_GRAD, _KERNEL_GRAD)
+TARGETS = (_FORWARD, _INPUT_GRAD, _KERNEL_GRAD)
 _reason: str | None = None
 
 
@@ -142,12 +146,12 @@ def available() -> bool:
         return False
     try:
         lib = ctypes.cdll.LoadLibrary(str(_build(cxx)))
-        jax.ffi.register_ffi_target(
-            _INPUT_GRAD, jax.ffi.pycapsule(lib.AdmmjaxConvInputGrad), platform="cpu"
-        )
-        jax.ffi.register_ffi_target(
-            _KERNEL_GRAD, jax.ffi.pycapsule(lib.AdmmjaxConvKernelGrad), platform="cpu"
-        )
+        for target, symbol in (
+            (_FORWARD, lib.AdmmjaxConvForward),
+            (_INPUT_GRAD, lib.AdmmjaxConvInputGrad),
+            (_KERNEL_GRAD, lib.AdmmjaxConvKernelGrad),
+        ):
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform="cpu")
     except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
         _reason = f"build or load failed: {err}"
         warnings.warn(
@@ -172,8 +176,9 @@ def supports(kernel_shape: tuple[int, ...], dtype: jnp.dtype) -> bool:
     return 0 < kw * c <= MAX_SEGMENT
 
 
-def _padded_segment(kw: int, c: int) -> int:
-    return -(-kw * c // LANES) * LANES
+def _padded(length: int) -> int:
+    """``length`` rounded up to whole 16-float vectors."""
+    return -(-length // LANES) * LANES
 
 
 def _check(kernel_shape: tuple[int, ...], dtype: jnp.dtype) -> None:
@@ -186,6 +191,23 @@ def _check(kernel_shape: tuple[int, ...], dtype: jnp.dtype) -> None:
         raise RuntimeError(f"native conv kernels unavailable: {_reason}")
 
 
+def forward(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``conv(x, w)``, VALID, stride 1, NHWC/HWIO.
+
+    ``x``: (N, H, W, C), ``w``: (KH, KW, C, O); returns (N, H - KH + 1, W - KW + 1, O).
+    """
+    _check(w.shape, w.dtype)
+    kh, kw, c, o = w.shape
+    n, h, width, xc = x.shape
+    if xc != c or x.dtype != w.dtype or h < kh or width < kw:
+        raise ValueError(f"input {x.shape} {x.dtype} does not fit kernel {w.shape} {w.dtype}")
+    # wp[(i * KW + j) * C + c, o] = w[i, j, c, o], channels zero-padded to whole vectors.
+    wp = jnp.pad(w.reshape(kh * kw * c, o), ((0, 0), (0, _padded(o) - o)))
+    out = jax.ShapeDtypeStruct((n, h - kh + 1, width - kw + 1, o), jnp.float32)
+    call = jax.ffi.ffi_call(_FORWARD, out, vmap_method="sequential")
+    return call(x, wp, kh=np.int64(kh), kw=np.int64(kw))
+
+
 def input_grad(g: jax.Array, w: jax.Array) -> jax.Array:
     """Input gradient of ``conv(x, w)`` (VALID, stride 1, NHWC/HWIO) for output gradient ``g``.
 
@@ -196,10 +218,10 @@ def input_grad(g: jax.Array, w: jax.Array) -> jax.Array:
     n, oh, ow, go = g.shape
     if go != o or g.dtype != w.dtype:
         raise ValueError(f"output gradient {g.shape} {g.dtype} does not fit kernel {w.shape}")
-    segment = _padded_segment(kw, c)
     # wt[o, i, j * C + c] = w[i, j, c, o], zero-padded to whole vectors.
     wt = jnp.pad(
-        w.transpose(3, 0, 1, 2).reshape(o, kh, kw * c), ((0, 0), (0, 0), (0, segment - kw * c))
+        w.transpose(3, 0, 1, 2).reshape(o, kh, kw * c),
+        ((0, 0), (0, 0), (0, _padded(kw * c) - kw * c)),
     )
     out = jax.ShapeDtypeStruct((n, oh + kh - 1, ow + kw - 1, c), jnp.float32)
     call = jax.ffi.ffi_call(_INPUT_GRAD, out, vmap_method="sequential")
@@ -218,8 +240,7 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) -> ja
         raise ValueError(
             f"input {x.shape}, output gradient {g.shape}, kernel {kernel_shape} do not fit"
         )
-    segment = _padded_segment(kw, c)
-    out = jax.ShapeDtypeStruct((kh, o, segment), jnp.float32)
+    out = jax.ShapeDtypeStruct((kh * kw * c, _padded(o)), jnp.float32)
     call = jax.ffi.ffi_call(_KERNEL_GRAD, out, vmap_method="sequential")
-    dwt = call(x, g, kw=np.int64(kw), chunk=np.int64(KERNEL_GRAD_CHUNK))
-    return dwt[:, :, : kw * c].reshape(kh, o, kw, c).transpose(0, 2, 3, 1)
+    dwp = call(x, g, kh=np.int64(kh), kw=np.int64(kw), chunk=np.int64(KERNEL_GRAD_CHUNK))
+    return dwp[:, :o].reshape(kh, kw, c, o)

@@ -1,4 +1,4 @@
-"""experiments.native_conv: the AVX-512 convolution gradients, against XLA's."""
+"""experiments.native_conv: the AVX-512 convolution and its gradients, against XLA's."""
 
 from __future__ import annotations
 
@@ -54,21 +54,23 @@ needs_native = pytest.mark.skipif(
 @pytest.mark.parametrize(
     "x_shape, w_shape",
     [
-        ((128, 12, 12, 20), (5, 5, 20, 50)),  # LeNet-5's conv2 at batch 128: 7 vectors
-        ((5, 28, 28, 1), (5, 5, 1, 20)),  # conv1: one masked vector, 8-wide tiles
+        ((128, 12, 12, 20), (5, 5, 20, 50)),  # LeNet-5's conv2 at batch 128
+        ((5, 28, 28, 1), (5, 5, 1, 20)),  # conv1: 5-float rows, 2 channel vectors
         ((3, 9, 11, 3), (3, 5, 3, 7)),  # 7 output columns, 7 channels: partial tiles
         ((17, 7, 8, 16), (2, 8, 16, 3)),  # KW * C = 128 exactly (8 vectors); 17 images
         ((2, 6, 6, 2), (1, 1, 2, 3)),  # 1x1 kernel
         ((2, 5, 7, 2), (5, 7, 2, 33)),  # kernel as large as the input: 1x1 output
         ((1, 10, 10, 6), (3, 3, 6, 1)),  # one output channel
+        ((2, 7, 9, 4), (3, 3, 4, 130)),  # 130 channels: blocks of 64, 64 and 2
     ],
 )
-def test_both_gradients_match_xla(x_shape, w_shape):
+def test_forward_and_both_gradients_match_xla(x_shape, w_shape):
     x, w, g, (want_dx, want_dw) = _case(x_shape, w_shape)
+    y = jax.jit(native_conv.forward)(x, w)
     dx = jax.jit(native_conv.input_grad)(g, w)
     dw = jax.jit(native_conv.kernel_grad, static_argnums=2)(x, g, w.shape)
-    assert dx.shape == x.shape and dw.shape == w.shape
-    for got, want in ((dx, want_dx), (dw, want_dw)):
+    assert y.shape == g.shape and dx.shape == x.shape and dw.shape == w.shape
+    for got, want in ((y, _xla(x, w)), (dx, want_dx), (dw, want_dw)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6 * float(jnp.abs(want).max()))
 
 
@@ -78,10 +80,12 @@ def test_results_are_bit_identical_run_to_run():
     x, w, g, _ = _case((64, 12, 12, 20), (5, 5, 20, 50), seed=1)
     dw = jax.jit(native_conv.kernel_grad, static_argnums=2)
     dx = jax.jit(native_conv.input_grad)
-    first = (np.asarray(dw(x, g, w.shape)), np.asarray(dx(g, w)))
+    y = jax.jit(native_conv.forward)
+    first = (np.asarray(dw(x, g, w.shape)), np.asarray(dx(g, w)), np.asarray(y(x, w)))
     for _ in range(3):
         np.testing.assert_array_equal(dw(x, g, w.shape), first[0])
         np.testing.assert_array_equal(dx(g, w), first[1])
+        np.testing.assert_array_equal(y(x, w), first[2])
 
 
 @needs_native
@@ -104,6 +108,8 @@ def test_bad_input_is_refused_with_the_shapes():
     if native_conv.available():
         w = jnp.zeros((5, 5, 20, 50))
         with pytest.raises(ValueError, match="does not fit kernel"):
+            native_conv.forward(jnp.zeros((1, 12, 12, 19)), w)
+        with pytest.raises(ValueError, match="does not fit kernel"):
             native_conv.input_grad(jnp.zeros((1, 8, 8, 49)), w)
         with pytest.raises(ValueError, match="do not fit"):
             native_conv.kernel_grad(jnp.zeros((1, 12, 12, 20)), jnp.zeros((1, 7, 8, 50)), w.shape)
@@ -122,8 +128,8 @@ def test_opt_out_is_reported():
 @needs_native
 def test_conv2d_valid_uses_them_on_cpu_only(monkeypatch):
     """With the kernels switched on (the tests' 4 devices switch them off), the CPU
-    lowering calls both targets and the CUDA/TPU lowerings never see them; the
-    gradients through conv2d_valid match XLA's."""
+    lowering of a gradient calls all three targets and the CUDA/TPU lowerings never see
+    them; value and gradients through conv2d_valid match XLA's."""
     monkeypatch.setattr(conv, "_native", lambda shape, dtype: native_conv.supports(shape, dtype))
     x_spec = jax.ShapeDtypeStruct((2, 12, 12, 20), jnp.float32)
     w_spec = jax.ShapeDtypeStruct((5, 5, 20, 50), jnp.float32)
@@ -140,7 +146,9 @@ def test_conv2d_valid_uses_them_on_cpu_only(monkeypatch):
     for platform in ("cuda", "tpu"):
         assert "admmjax_conv" not in lowered(platform)
     x, w, g, (want_dx, want_dw) = _case((4, 12, 12, 20), (5, 5, 20, 50), seed=3)
-    _, pullback = jax.vjp(lambda x, w: conv.conv2d_valid(x, w), x, w)
+    y, pullback = jax.vjp(lambda x, w: conv.conv2d_valid(x, w), x, w)
+    want_y = _xla(x, w)
+    np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=2e-6 * float(jnp.abs(want_y).max()))
     dx, dw = jax.jit(pullback)(g)
     np.testing.assert_allclose(dx, want_dx, rtol=1e-5, atol=2e-6 * float(jnp.abs(want_dx).max()))
     np.testing.assert_allclose(dw, want_dw, rtol=1e-5, atol=2e-6 * float(jnp.abs(want_dw).max()))

@@ -42,7 +42,7 @@ if str(REPO) not in sys.path:  # run as a script: make `admmjax`, `experiments` 
     sys.path.insert(0, str(REPO))
 
 from experiments import native_conv  # noqa: E402
-from experiments.cpu_kernels import OPT_OUT, YNN_FLAG  # noqa: E402
+from experiments.cpu_kernels import OPT_OUT, YNN_FLAG, YNN_OPTION  # noqa: E402
 
 ONEDNN_FLAG = "--xla_cpu_use_onednn=true"
 # name -> (XLA_FLAGS, CPU devices, global batch, max pooling, gradients of the
@@ -59,6 +59,9 @@ CONFIGS: dict[str, tuple[str, int, int, str, str]] = {
     "YNNPACK + banded, batch 256": (YNN_FLAG, 1, 256, "reshape", "banded"),
     "YNNPACK + native conv gradients (ours)": (YNN_FLAG, 1, 128, "reshape", "native"),
     "YNNPACK + native, batch 256": (YNN_FLAG, 1, 256, "reshape", "native"),
+    "native, YNNPACK dot,reduce": (f"{YNN_OPTION}=dot,reduce", 1, 128, "reshape", "native"),
+    "native, YNNPACK dot": (f"{YNN_OPTION}=dot", 1, 128, "reshape", "native"),
+    "native, XLA default flags": ("", 1, 128, "reshape", "native"),
 }
 OURS = "YNNPACK + native conv gradients (ours)"
 # Where the native kernels do not build (no AVX-512 or compiler), --quick times the

@@ -1,24 +1,23 @@
-// Gradients of a VALID, stride-1 NHWC/HWIO float32 convolution, as XLA FFI handlers
-// for the CPU (AVX-512). Built and loaded by experiments/native_conv.py; see its
-// docstring for why and for the figures.
+// A VALID, stride-1 NHWC/HWIO float32 convolution and both its gradients, as XLA FFI
+// handlers for the CPU (AVX-512). Built and loaded by experiments/native_conv.py; see
+// its docstring for why and for the figures.
 //
-// Both gradients are written as sums of rank-1 updates whose long side is one
-// contiguous "row segment" of KW * C floats (L): for kernel row i and output
-// position (n, y, x), the input's x[n, y + i, x : x + KW, :] and the input
-// gradient's dx[n, y + i, x : x + KW, :] are L consecutive floats in NHWC. Vectors
-// run along that segment (V = ceil(L / 16) zmm registers, the last one masked), so
-// no patch matrix is ever built:
-//
+//   forward:         y[n, y, x, o]           = sum_{i,j,c} x[n, y + i, x + j, c] w[i, j, c, o]
+//   kernel gradient: dw[i, j, c, o]         += sum_{n,y,x} x[n, y + i, x + j, c] g[n, y, x, o]
 //   input gradient:  dx[n, y + i, x + j, c] += sum_o g[n, y, x, o] w[i, j, c, o]
-//   kernel gradient: dw[i, j, c, o]        += sum_{n,y,x} x[n, y + i, x + j, c] g[n, y, x, o]
 //
-// Register tiles are P output positions x V vectors (input gradient) and Q output
-// channels x V vectors (kernel gradient), at most 28 accumulators.
+// No patch matrix is built. The forward pass and the kernel gradient run their
+// vectors along the output channels (o contiguous in NHWC and HWIO): register tiles
+// of P output positions (forward) or T kernel taps (kernel gradient) times up to 4
+// vectors of channels, each input value broadcast once per tile. The input gradient
+// runs its vectors along the KW * C floats that one kernel row touches in a row of
+// dx (contiguous in NHWC), tiles of P positions, so each output-gradient value is
+// broadcast once and the overlap-add happens in registers.
 //
-// Work is split over images in fixed chunks. The input gradient of an image only
-// touches that image, and the kernel gradient is summed per chunk, then over chunks
-// in chunk order: results do not depend on the number of threads or on which thread
-// ran which chunk (bit-reproducible run to run).
+// Work is split over images (forward, input gradient: each image written by one
+// task) or fixed chunks of images (kernel gradient: one partial sum per chunk, then
+// summed in chunk order), so results do not depend on the number of threads or on
+// which thread ran which chunk (bit-reproducible run to run).
 
 #include <immintrin.h>
 
@@ -37,7 +36,6 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int kLanes = 16;
-constexpr int kMaxVectors = 8;  // segments up to 128 floats
 
 // Runs body(chunk) for chunk in [0, chunks) on the calling thread and on the
 // XLA intra-op pool. The caller claims chunks too and only waits for chunks that a
@@ -132,63 +130,6 @@ void input_grad_image(const float* g, const float* wt, float* dx, int64_t OH, in
   }
 }
 
-// dw tile: output channels o .. o + Q - 1 of kernel row i, summed over the images
-// [n0, n1). Accumulates into part (KH, O, VP).
-template <int V, int Q>
-inline void kernel_grad_tile(const float* x, const float* g, int64_t n0, int64_t n1, int64_t H,
-                             int64_t W, int64_t C, int64_t OH, int64_t OW, int64_t O, int64_t i,
-                             int64_t o, float* part_io, int64_t VP, __mmask16 last) {
-  __m512 acc[Q][V];
-  for (int q = 0; q < Q; ++q)
-    for (int v = 0; v < V; ++v) acc[q][v] = _mm512_setzero_ps();
-  for (int64_t n = n0; n < n1; ++n) {
-    for (int64_t y = 0; y < OH; ++y) {
-      const float* xrow = x + ((n * H + y + i) * W) * C;
-      const float* grow = g + ((n * OH + y) * OW) * O + o;
-      for (int64_t xx = 0; xx < OW; ++xx) {
-        const float* a = xrow + xx * C;
-        __m512 av[V];
-        for (int v = 0; v < V - 1; ++v) av[v] = _mm512_loadu_ps(a + v * kLanes);
-        av[V - 1] = _mm512_maskz_loadu_ps(last, a + (V - 1) * kLanes);
-        const float* gp = grow + xx * O;
-        for (int q = 0; q < Q; ++q) {
-          __m512 gb = _mm512_set1_ps(gp[q]);
-          for (int v = 0; v < V; ++v) acc[q][v] = _mm512_fmadd_ps(gb, av[v], acc[q][v]);
-        }
-      }
-    }
-  }
-  for (int q = 0; q < Q; ++q)
-    for (int v = 0; v < V; ++v) _mm512_storeu_ps(part_io + q * VP + v * kLanes, acc[q][v]);
-}
-
-template <int V, int Q>
-inline void kernel_grad_tiles(int64_t nq, const float* x, const float* g, int64_t n0, int64_t n1,
-                              int64_t H, int64_t W, int64_t C, int64_t OH, int64_t OW, int64_t O,
-                              int64_t i, int64_t o, float* part_io, int64_t VP, __mmask16 last) {
-  if constexpr (Q >= 1) {
-    if (nq == Q)
-      return kernel_grad_tile<V, Q>(x, g, n0, n1, H, W, C, OH, OW, O, i, o, part_io, VP, last);
-    kernel_grad_tiles<V, Q - 1>(nq, x, g, n0, n1, H, W, C, OH, OW, O, i, o, part_io, VP, last);
-  }
-}
-
-template <int V>
-void kernel_grad_chunk(const float* x, const float* g, int64_t n0, int64_t n1, int64_t H,
-                       int64_t W, int64_t C, int64_t OH, int64_t OW, int64_t O, int64_t KH,
-                       int64_t KW, float* part) {
-  constexpr int Q = tile_width<V>();
-  const int64_t VP = V * kLanes;
-  const __mmask16 last = tail_mask(KW * C);
-  for (int64_t i = 0; i < KH; ++i) {
-    for (int64_t o = 0; o < O; o += Q) {
-      float* p = part + (i * O + o) * VP;
-      const int64_t nq = std::min<int64_t>(Q, O - o);
-      kernel_grad_tiles<V, Q>(nq, x, g, n0, n1, H, W, C, OH, OW, O, i, o, p, VP, last);
-    }
-  }
-}
-
 template <typename F>
 bool dispatch_vectors(int64_t v, F&& f) {
   switch (v) {
@@ -230,32 +171,197 @@ ffi::Error InputGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buf
   return ffi::Error::Success();
 }
 
-// x: (N, H, W, C); g: (N, OH, OW, O); dwt: (KH, O, VP) with dwt[i, o, j * C + c] = dw[i, j, c, o].
-ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
-                          ffi::ResultBuffer<ffi::F32> dwt, int64_t kw, int64_t chunk) {
-  auto xd = x.dimensions(), gd = g.dimensions(), wd = dwt->dimensions();
-  if (xd.size() != 4 || gd.size() != 4 || wd.size() != 3)
-    return ffi::Error::InvalidArgument("conv kernel grad: expected x rank 4, g rank 4, dwt rank 3");
+// ---------------------------------------------------------------------------------
+// Kernels vectorized along the output channels instead: the forward pass, and the
+// kernel gradient when KW * C is too short to fill a vector (LeNet-5's conv1: 5
+// floats). wp / dwp: (KH * KW * C, OP) with row t = (i * KW + j) * C + c holding
+// w[i, j, c, :] zero-padded to OP = 16 * ceil(O / 16) floats. Output channels go in
+// blocks of at most 4 vectors (64 channels); the last vector of a block is masked.
+
+// Positions per forward tile (or taps per kernel-gradient tile): P * OV accumulators,
+// OV weight vectors and one broadcast in the 32 zmm registers, at most 12.
+template <int OV>
+constexpr int channel_tile() {
+  return (31 - OV) / OV < 12 ? (31 - OV) / OV : 12;
+}
+
+// y[pos + p, o0 : o0 + 16 OV] for p < P: one output row's positions x .. x + P - 1.
+template <int OV, int P>
+inline void forward_tile(const float* x_pos, int64_t row, int64_t KH, int64_t L, int64_t C,
+                         const float* wp_o, int64_t OP, float* y_pos, int64_t O,
+                         __mmask16 last) {
+  __m512 acc[P][OV];
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < OV; ++v) acc[p][v] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < KH; ++i) {
+    const float* xr = x_pos + i * row;
+    const float* wr = wp_o + i * L * OP;
+    for (int64_t l = 0; l < L; ++l) {
+      __m512 wv[OV];
+      for (int v = 0; v < OV; ++v) wv[v] = _mm512_loadu_ps(wr + l * OP + v * kLanes);
+      for (int p = 0; p < P; ++p) {
+        __m512 xb = _mm512_set1_ps(xr[p * C + l]);
+        for (int v = 0; v < OV; ++v) acc[p][v] = _mm512_fmadd_ps(xb, wv[v], acc[p][v]);
+      }
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    float* yp = y_pos + p * O;
+    for (int v = 0; v < OV - 1; ++v) _mm512_storeu_ps(yp + v * kLanes, acc[p][v]);
+    _mm512_mask_storeu_ps(yp + (OV - 1) * kLanes, last, acc[p][OV - 1]);
+  }
+}
+
+template <int OV, int P>
+inline void forward_tiles(int64_t np, const float* x_pos, int64_t row, int64_t KH, int64_t L,
+                          int64_t C, const float* wp_o, int64_t OP, float* y_pos, int64_t O,
+                          __mmask16 last) {
+  if constexpr (P >= 1) {
+    if (np == P) return forward_tile<OV, P>(x_pos, row, KH, L, C, wp_o, OP, y_pos, O, last);
+    forward_tiles<OV, P - 1>(np, x_pos, row, KH, L, C, wp_o, OP, y_pos, O, last);
+  }
+}
+
+// One image, output channels o0 .. o0 + channels - 1 (at most 16 OV of them).
+template <int OV>
+void forward_block(const float* x, const float* wp, float* y, int64_t W, int64_t C, int64_t OH,
+                   int64_t OW, int64_t O, int64_t KH, int64_t KW, int64_t OP, int64_t o0,
+                   int64_t channels) {
+  constexpr int P = channel_tile<OV>();
+  const int64_t L = KW * C;
+  const __mmask16 last = tail_mask(channels);
+  for (int64_t yy = 0; yy < OH; ++yy) {
+    for (int64_t xx = 0; xx < OW; xx += P) {
+      forward_tiles<OV, P>(std::min<int64_t>(P, OW - xx), x + (yy * W + xx) * C, W * C, KH, L,
+                           C, wp + o0, OP, y + (yy * OW + xx) * O + o0, O, last);
+    }
+  }
+}
+
+template <typename F>
+bool dispatch_channel_vectors(int64_t ov, F&& f) {
+  switch (ov) {
+    case 1: f(std::integral_constant<int, 1>{}); return true;
+    case 2: f(std::integral_constant<int, 2>{}); return true;
+    case 3: f(std::integral_constant<int, 3>{}); return true;
+    case 4: f(std::integral_constant<int, 4>{}); return true;
+    default: return false;
+  }
+}
+
+constexpr int64_t kChannelBlock = 4 * kLanes;
+
+// dwp rows t0 .. t0 + T - 1 (taps of kernel row i: l0 .. l0 + T - 1), channels
+// o0 .. o0 + 16 OV, summed over images [n0, n1).
+template <int OV, int T>
+inline void kernel_grad_channel_tile(const float* x, const float* g, int64_t n0, int64_t n1,
+                                     int64_t H, int64_t W, int64_t C, int64_t OH, int64_t OW,
+                                     int64_t O, int64_t i, int64_t l0, int64_t o0, float* part_t,
+                                     int64_t OP, __mmask16 last) {
+  __m512 acc[T][OV];
+  for (int t = 0; t < T; ++t)
+    for (int v = 0; v < OV; ++v) acc[t][v] = _mm512_setzero_ps();
+  for (int64_t n = n0; n < n1; ++n) {
+    for (int64_t y = 0; y < OH; ++y) {
+      const float* xrow = x + ((n * H + y + i) * W) * C + l0;
+      const float* grow = g + ((n * OH + y) * OW) * O + o0;
+      for (int64_t xx = 0; xx < OW; ++xx) {
+        const float* a = xrow + xx * C;
+        const float* gp = grow + xx * O;
+        __m512 gv[OV];
+        for (int v = 0; v < OV - 1; ++v) gv[v] = _mm512_loadu_ps(gp + v * kLanes);
+        gv[OV - 1] = _mm512_maskz_loadu_ps(last, gp + (OV - 1) * kLanes);
+        for (int t = 0; t < T; ++t) {
+          __m512 xb = _mm512_set1_ps(a[t]);
+          for (int v = 0; v < OV; ++v) acc[t][v] = _mm512_fmadd_ps(xb, gv[v], acc[t][v]);
+        }
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    for (int v = 0; v < OV; ++v) _mm512_storeu_ps(part_t + t * OP + o0 + v * kLanes, acc[t][v]);
+}
+
+template <int OV, int T>
+inline void kernel_grad_channel_tiles(int64_t nt, const float* x, const float* g, int64_t n0,
+                                      int64_t n1, int64_t H, int64_t W, int64_t C, int64_t OH,
+                                      int64_t OW, int64_t O, int64_t i, int64_t l0, int64_t o0,
+                                      float* part_t, int64_t OP, __mmask16 last) {
+  if constexpr (T >= 1) {
+    if (nt == T)
+      return kernel_grad_channel_tile<OV, T>(x, g, n0, n1, H, W, C, OH, OW, O, i, l0, o0, part_t,
+                                             OP, last);
+    kernel_grad_channel_tiles<OV, T - 1>(nt, x, g, n0, n1, H, W, C, OH, OW, O, i, l0, o0, part_t,
+                                         OP, last);
+  }
+}
+
+template <int OV>
+void kernel_grad_channel_block(const float* x, const float* g, int64_t n0, int64_t n1, int64_t H,
+                               int64_t W, int64_t C, int64_t OH, int64_t OW, int64_t O, int64_t KH,
+                               int64_t KW, int64_t OP, int64_t o0, int64_t channels, float* part) {
+  constexpr int T = channel_tile<OV>();
+  const int64_t L = KW * C;
+  const __mmask16 last = tail_mask(channels);
+  for (int64_t i = 0; i < KH; ++i)
+    for (int64_t l0 = 0; l0 < L; l0 += T)
+      kernel_grad_channel_tiles<OV, T>(std::min<int64_t>(T, L - l0), x, g, n0, n1, H, W, C, OH, OW,
+                                       O, i, l0, o0, part + (i * L + l0) * OP, OP, last);
+}
+
+// x: (N, H, W, C); wp: (KH * KW * C, OP); y: (N, H - KH + 1, W - KW + 1, O).
+ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> wp,
+                       ffi::ResultBuffer<ffi::F32> y, int64_t kh, int64_t kw) {
+  auto xd = x.dimensions(), wd = wp.dimensions(), yd = y->dimensions();
+  if (xd.size() != 4 || wd.size() != 2 || yd.size() != 4)
+    return ffi::Error::InvalidArgument("conv forward: expected x rank 4, wp rank 2, y rank 4");
   const int64_t N = xd[0], H = xd[1], W = xd[2], C = xd[3];
-  const int64_t OH = gd[1], OW = gd[2], O = gd[3];
-  const int64_t KH = wd[0], VP = wd[2];
-  const int64_t V = VP / kLanes;
-  if (gd[0] != N || wd[1] != O || VP % kLanes || kw * C > VP || kw * C <= VP - kLanes ||
-      H != OH + KH - 1 || W != OW + kw - 1 || chunk < 1)
+  const int64_t OH = yd[1], OW = yd[2], O = yd[3], OP = wd[1];
+  if (yd[0] != N || OH != H - kh + 1 || OW != W - kw + 1 || wd[0] != kh * kw * C ||
+      OP != (O + kLanes - 1) / kLanes * kLanes)
+    return ffi::Error::InvalidArgument("conv forward: inconsistent shapes");
+  const float* xp = x.typed_data();
+  const float* w = wp.typed_data();
+  float* out = y->typed_data();
+  parallel_chunks(pool, N, [&](int64_t n) {
+    for (int64_t o0 = 0; o0 < O; o0 += kChannelBlock) {
+      const int64_t channels = std::min(kChannelBlock, O - o0);
+      dispatch_channel_vectors((channels + kLanes - 1) / kLanes, [&](auto ov) {
+        forward_block<decltype(ov)::value>(xp + n * H * W * C, w, out + n * OH * OW * O, W, C,
+                                           OH, OW, O, kh, kw, OP, o0, channels);
+      });
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// x: (N, H, W, C); g: (N, OH, OW, O); dwp: (KH * KW * C, OP), see above.
+ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                                  ffi::Buffer<ffi::F32> g, ffi::ResultBuffer<ffi::F32> dwp,
+                                  int64_t kh, int64_t kw, int64_t chunk) {
+  auto xd = x.dimensions(), gd = g.dimensions(), wd = dwp->dimensions();
+  if (xd.size() != 4 || gd.size() != 4 || wd.size() != 2)
+    return ffi::Error::InvalidArgument("conv kernel grad: expected x rank 4, g rank 4, dwp rank 2");
+  const int64_t N = xd[0], H = xd[1], W = xd[2], C = xd[3];
+  const int64_t OH = gd[1], OW = gd[2], O = gd[3], OP = wd[1];
+  if (gd[0] != N || OH != H - kh + 1 || OW != W - kw + 1 || wd[0] != kh * kw * C ||
+      OP != (O + kLanes - 1) / kLanes * kLanes || chunk < 1)
     return ffi::Error::InvalidArgument("conv kernel grad: inconsistent shapes");
-  const int64_t chunks = (N + chunk - 1) / chunk, part_size = KH * O * VP;
+  const int64_t chunks = (N + chunk - 1) / chunk, part_size = wd[0] * OP;
   std::vector<float> parts(static_cast<size_t>(chunks * part_size));
   const float* xp = x.typed_data();
   const float* gp = g.typed_data();
-  bool ok = dispatch_vectors(V, [&](auto v) {
-    parallel_chunks(pool, chunks, [&](int64_t c) {
-      kernel_grad_chunk<decltype(v)::value>(xp, gp, c * chunk, std::min(N, (c + 1) * chunk), H, W,
-                                            C, OH, OW, O, KH, kw, parts.data() + c * part_size);
-    });
+  parallel_chunks(pool, chunks, [&](int64_t c) {
+    for (int64_t o0 = 0; o0 < O; o0 += kChannelBlock) {
+      const int64_t channels = std::min(kChannelBlock, O - o0);
+      dispatch_channel_vectors((channels + kLanes - 1) / kLanes, [&](auto ov) {
+        kernel_grad_channel_block<decltype(ov)::value>(
+            xp, gp, c * chunk, std::min(N, (c + 1) * chunk), H, W, C, OH, OW, O, kh, kw, OP, o0,
+            channels, parts.data() + c * part_size);
+      });
+    }
   });
-  if (!ok) return ffi::Error::InvalidArgument("conv kernel grad: KW * C above 128");
-  // Chunk order, whatever thread computed which chunk.
-  float* out = dwt->typed_data();
+  float* out = dwp->typed_data();
   std::memcpy(out, parts.data(), sizeof(float) * part_size);
   for (int64_t c = 1; c < chunks; ++c) {
     const float* p = parts.data() + c * part_size;
@@ -266,12 +372,13 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(AdmmjaxConvInputGrad, InputGradImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AdmmjaxConvForward, ForwardImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("kh")
                                   .Attr<int64_t>("kw"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AdmmjaxConvKernelGrad, KernelGradImpl,
@@ -280,5 +387,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AdmmjaxConvKernelGrad, KernelGradImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("kh")
                                   .Attr<int64_t>("kw")
                                   .Attr<int64_t>("chunk"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AdmmjaxConvInputGrad, InputGradImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("kw"));
