@@ -35,11 +35,11 @@ the kernel gradient on CPU is one matrix product of the input's shifted views wi
 output gradient (:func:`patches_kernel_grad`), instead of XLA's convolution over
 transposed copies of both.
 
-In a single-device CPU process where :mod:`experiments.native_conv`'s AVX-512 kernels
+In a single-device CPU process where :mod:`experiments.native_kernels`'s AVX-512 kernels
 build (float32, ``KW * C <= 128``), the forward pass of a training step (the
 ``custom_vjp``'s) and both gradients on CPU are those kernels instead (faster again,
 see that module); XLA's forward and the pure-JAX gradients above are the fallback
-(``ADMMJAX_NATIVE_CONV=0`` forces it, e.g. to reproduce results made before
+(``ADMMJAX_NATIVE_KERNELS=0`` forces it, e.g. to reproduce results made before
 2026-11-30 bit for bit).
 
 On GPU and TPU (``lax.platform_dependent``) both gradients are XLA's, which cuDNN
@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from experiments import native_conv
+from experiments import native_kernels
 
 __all__ = [
     "BLOCK",
@@ -136,7 +136,10 @@ def _conv2d_valid_fwd(x, w, precision):
     # The forward pass of a training step: on CPU, the native kernel where it applies.
     if _native(w.shape, w.dtype):
         y = lax.platform_dependent(
-            x, w, cpu=native_conv.forward, default=functools.partial(_forward, precision=precision)
+            x,
+            w,
+            cpu=native_kernels.forward,
+            default=functools.partial(_forward, precision=precision),
         )
     else:
         y = _forward(x, w, precision)
@@ -160,18 +163,8 @@ def patches_kernel_grad(
 
 
 def _native(kernel_shape: tuple[int, ...], dtype: Any) -> bool:
-    """Whether the CPU branch uses :mod:`experiments.native_conv`'s kernels.
-
-    Only in a single-device CPU process: a GPU/TPU process never runs the CPU branch,
-    and XLA's partitioner cannot split a custom call over a batch-sharded mesh (it
-    would gather the batch and compute it on every device).
-    """
-    return (
-        jax.default_backend() == "cpu"
-        and jax.device_count() == 1
-        and native_conv.supports(kernel_shape, dtype)
-        and native_conv.available()
-    )
+    """Whether the CPU branch uses :mod:`experiments.native_kernels` (see ``use_on_cpu``)."""
+    return native_kernels.use_on_cpu(dtype, kernel_shape)
 
 
 def _conv2d_valid_bwd(precision, residuals, g):
@@ -187,14 +180,14 @@ def _conv2d_valid_bwd(precision, residuals, g):
 
     def cpu_kernel_grad(g, x):
         if native:
-            return native_conv.kernel_grad(x, g, w.shape)
+            return native_kernels.kernel_grad(x, g, w.shape)
         if math.prod(w.shape[:3]) <= PATCHES_MAX:
             return patches_kernel_grad(x, g, w.shape, precision)
         return xla_kernel_grad(g, x)
 
     def cpu_input_grad(g, w):
         if native:
-            return native_conv.input_grad(g, w)
+            return native_kernels.input_grad(g, w)
         return banded_input_grad(g, w, precision)
 
     dw = lax.platform_dependent(g, x, cpu=cpu_kernel_grad, default=xla_kernel_grad)
@@ -209,7 +202,7 @@ _conv2d_valid_vjp.defvjp(_conv2d_valid_fwd, _conv2d_valid_bwd)
 def conv2d_valid(x: jax.Array, w: jax.Array, precision: Any = None) -> jax.Array:
     """``lax.conv_general_dilated(x, w, (1, 1), "VALID")`` for NHWC ``x`` and HWIO ``w``.
 
-    Same forward pass as XLA's; on CPU both gradients are :mod:`experiments.native_conv`'s
+    Same forward pass as XLA's; on CPU both gradients are :mod:`experiments.native_kernels`'s
     kernels where they apply, else the input gradient is :func:`banded_input_grad`
     and, for kernels with at most ``PATCHES_MAX`` input taps, the kernel gradient is
     :func:`patches_kernel_grad` (see the module docstring); elsewhere both are XLA's.

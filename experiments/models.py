@@ -22,8 +22,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax import lax
 
-from experiments import conv
+from experiments import conv, native_kernels
 from experiments.alexnet import AlexNet
 
 __all__ = [
@@ -52,13 +53,22 @@ def _max_pool_2x2_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return _reshape_max(x), x
 
 
-def _max_pool_2x2_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+def _max_pool_2x2_grad(x: jax.Array, g: jax.Array) -> jax.Array:
     n, h, w, c = x.shape
     windows = x.reshape(n, h // 2, 2, w // 2, 2, c)
     hit = windows == windows.max(axis=(2, 4), keepdims=True)
     ties = hit.sum(axis=(2, 4), keepdims=True).astype(g.dtype)
     share = g[:, :, None, :, None, :] / ties
-    return (jnp.where(hit, share, jnp.zeros_like(share)).reshape(n, h, w, c),)
+    return jnp.where(hit, share, jnp.zeros_like(share)).reshape(n, h, w, c)
+
+
+def _max_pool_2x2_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+    # On a single-device CPU the same arithmetic in one pass (experiments.native_kernels):
+    # XLA splits it into four passes over the pooled input.
+    if native_kernels.use_on_cpu(x.dtype):
+        cpu = native_kernels.max_pool_2x2_grad
+        return (lax.platform_dependent(x, g, cpu=cpu, default=_max_pool_2x2_grad),)
+    return (_max_pool_2x2_grad(x, g),)
 
 
 _max_pool_2x2_vjp.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)

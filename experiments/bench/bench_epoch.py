@@ -2,7 +2,7 @@
 
 Each configuration (XLA flags, forced CPU devices, batch size, LeNet-5's max
 pooling: the reshape + max of ``experiments.models`` or ``nnx.max_pool``'s
-``reduce_window``, and the convolutions' gradients: ``experiments.native_conv``'s
+``reduce_window``, and the convolutions' gradients: ``experiments.native_kernels``'s
 AVX-512 kernels, ``experiments.conv``'s banded input gradient, or XLA's own) runs
 in its own process (XLA flags and the CPU device count are fixed when JAX's backend
 starts) and times the real training loop of
@@ -41,12 +41,12 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script: make `admmjax`, `experiments` importable
     sys.path.insert(0, str(REPO))
 
-from experiments import native_conv  # noqa: E402
+from experiments import native_kernels  # noqa: E402
 from experiments.cpu_kernels import OPT_OUT, YNN_FLAG, YNN_OPTION  # noqa: E402
 
 ONEDNN_FLAG = "--xla_cpu_use_onednn=true"
 # name -> (XLA_FLAGS, CPU devices, global batch, max pooling, gradients of the
-# convolutions: "native" = experiments.native_conv's kernels (the models' default where
+# convolutions: "native" = experiments.native_kernels's kernels (the models' default where
 # they build), "banded" = experiments.conv's pure-JAX ones, "xla" = XLA's own)
 CONFIGS: dict[str, tuple[str, int, int, str, str]] = {
     "default": ("", 1, 128, "reshape", "xla"),
@@ -57,13 +57,13 @@ CONFIGS: dict[str, tuple[str, int, int, str, str]] = {
     "YNNPACK + banded input gradient": (YNN_FLAG, 1, 128, "reshape", "banded"),
     "YNNPACK + banded, 2 devices": (YNN_FLAG, 2, 128, "reshape", "banded"),
     "YNNPACK + banded, batch 256": (YNN_FLAG, 1, 256, "reshape", "banded"),
-    "YNNPACK + native conv gradients (ours)": (YNN_FLAG, 1, 128, "reshape", "native"),
+    "YNNPACK + native kernels (ours)": (YNN_FLAG, 1, 128, "reshape", "native"),
     "YNNPACK + native, batch 256": (YNN_FLAG, 1, 256, "reshape", "native"),
     "native, YNNPACK dot,reduce": (f"{YNN_OPTION}=dot,reduce", 1, 128, "reshape", "native"),
     "native, YNNPACK dot": (f"{YNN_OPTION}=dot", 1, 128, "reshape", "native"),
     "native, XLA default flags": ("", 1, 128, "reshape", "native"),
 }
-OURS = "YNNPACK + native conv gradients (ours)"
+OURS = "YNNPACK + native kernels (ours)"
 # Where the native kernels do not build (no AVX-512 or compiler), --quick times the
 # banded gradients instead.
 QUICK_CONFIGS = ("default", OURS)
@@ -103,8 +103,10 @@ def worker(model: str, steps: int, warmup: int) -> dict:
         from experiments import conv
 
         conv.conv_general_dilated = jax.lax.conv_general_dilated
-    if os.environ["BENCH_CONV"] == "native" and not native_conv.available():
-        raise RuntimeError(f"native conv kernels unavailable: {native_conv.unavailable_reason()}")
+    if os.environ["BENCH_CONV"] == "native" and not native_kernels.available():
+        raise RuntimeError(
+            f"native kernels unavailable: {native_kernels.unavailable_reason()}"
+        )
     cfg = train.Config(
         model=model, batch_size=batch, devices=devices, sparsity={"fc1/kernel": 0.9},
         progress=False,
@@ -187,7 +189,7 @@ def measure(name: str, model: str, steps: int, warmup: int) -> dict:
     env = dict(os.environ, XLA_FLAGS=flags, BENCH_DEVICES=str(devices), BENCH_BATCH=str(batch))
     env["BENCH_POOL"], env["BENCH_CONV"] = pool, conv
     env[OPT_OUT] = "0"  # the flags above are the whole story for this process
-    env[native_conv.OPT_OUT] = "1" if conv == "native" else "0"
+    env[native_kernels.OPT_OUT] = "1" if conv == "native" else "0"
     cmd = [sys.executable, __file__, "--worker", model, "--steps", str(steps)]
     cmd += ["--warmup", str(warmup)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -217,8 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
     configs = [c.strip() for c in args.configs.split(";") if c.strip()]
     if args.quick:
         configs, args.steps, args.warmup, args.rounds = list(QUICK_CONFIGS), 8, 2, 1
-        if not native_conv.available():
-            print(f"native conv kernels unavailable ({native_conv.unavailable_reason()})")
+        if not native_kernels.available():
+            print(f"native kernels unavailable ({native_kernels.unavailable_reason()})")
             configs = [QUICK_FALLBACK if c == OURS else c for c in configs]
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:

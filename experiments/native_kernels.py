@@ -3,7 +3,7 @@ r"""Hand-written AVX-512 kernels for a VALID stride-1 convolution and its gradie
 On the 2-core CPU this project is developed on, XLA's convolutions (YNNPACK forward,
 Eigen kernel gradient) and even the banded input gradient of :mod:`experiments.conv`
 ran at 100-180 GFLOP/s of the CPU's 435, and kept LeNet-5's training step behind
-PyTorch's (oneDNN). ``csrc/conv_grad.cc`` computes
+PyTorch's (oneDNN). ``csrc/native_kernels.cc`` computes
 
 .. math::
 
@@ -25,7 +25,7 @@ The source is compiled on first use with the system C++ compiler (``$CXX``, else
 flags, the compiler, jaxlib's version and the CPU's flags, and registered as three
 XLA FFI targets for the CPU. :func:`available` says whether that worked; when it did
 not (no compiler, no AVX-512, not Linux x86-64, a build error, or
-``ADMMJAX_NATIVE_CONV=0``), :func:`unavailable_reason` says why and
+``ADMMJAX_NATIVE_KERNELS=0``), :func:`unavailable_reason` says why and
 :mod:`experiments.conv` keeps XLA's forward pass and its pure-JAX gradients. Only
 float32 kernels with ``KW * C <= 128`` are handled (:func:`supports`).
 """
@@ -43,6 +43,7 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -58,12 +59,14 @@ __all__ = [
     "forward",
     "input_grad",
     "kernel_grad",
+    "max_pool_2x2_grad",
     "supports",
     "unavailable_reason",
+    "use_on_cpu",
 ]
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "conv_grad.cc"
-OPT_OUT = "ADMMJAX_NATIVE_CONV"
+SOURCE = Path(__file__).resolve().parent / "csrc" / "native_kernels.cc"
+OPT_OUT = "ADMMJAX_NATIVE_KERNELS"
 CACHE_ENV = "ADMMJAX_CACHE_DIR"
 CXX_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 MAX_SEGMENT = 128  # KW * C: the kernels hold one kernel row in at most 8 zmm registers
@@ -74,8 +77,9 @@ KERNEL_GRAD_CHUNK = 16
 _FORWARD = "admmjax_conv_forward"
 _INPUT_GRAD = "admmjax_conv_input_grad"
 _KERNEL_GRAD = "admmjax_conv_kernel_grad"
+_MAX_POOL_GRAD = "admmjax_max_pool_grad"
 # The FFI target names (for ``jax.export.DisabledSafetyCheck.custom_call``).
-TARGETS = (_FORWARD, _INPUT_GRAD, _KERNEL_GRAD)
+TARGETS = (_FORWARD, _INPUT_GRAD, _KERNEL_GRAD, _MAX_POOL_GRAD)
 _reason: str | None = None
 
 
@@ -108,7 +112,7 @@ def _build(cxx: str) -> Path:
     ):
         key.update(part)
     out_dir = _cache_dir()
-    target = out_dir / f"conv_grad_{key.hexdigest()[:16]}.so"
+    target = out_dir / f"native_kernels_{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,12 +154,13 @@ def available() -> bool:
             (_FORWARD, lib.AdmmjaxConvForward),
             (_INPUT_GRAD, lib.AdmmjaxConvInputGrad),
             (_KERNEL_GRAD, lib.AdmmjaxConvKernelGrad),
+            (_MAX_POOL_GRAD, lib.AdmmjaxMaxPoolGrad),
         ):
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform="cpu")
     except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
         _reason = f"build or load failed: {err}"
         warnings.warn(
-            f"experiments.native_conv: {_reason}; using the pure-JAX gradients", stacklevel=2
+            f"experiments.native_kernels: {_reason}; using the pure-JAX gradients", stacklevel=2
         )
         return False
     _reason = None
@@ -166,6 +171,23 @@ def unavailable_reason() -> str | None:
     """Why :func:`available` returned False (``None`` when the kernels are in use)."""
     available()
     return _reason
+
+
+def use_on_cpu(dtype: Any, kernel_shape: tuple[int, ...] | None = None) -> bool:
+    """Whether a computation traced now should take the kernels on its CPU branch.
+
+    Only in a single-device process whose default backend is the CPU (a GPU/TPU
+    process never runs the CPU branch, and XLA's partitioner cannot split a custom
+    call over a batch-sharded mesh: it would gather the batch and compute it on every
+    device), for float32 and, for a convolution, a kernel :func:`supports` handles.
+    """
+    if jax.default_backend() != "cpu" or jax.device_count() != 1:
+        return False
+    if jnp.dtype(dtype) != jnp.float32:
+        return False
+    if kernel_shape is not None and not supports(kernel_shape, dtype):
+        return False
+    return available()
 
 
 def supports(kernel_shape: tuple[int, ...], dtype: jnp.dtype) -> bool:
@@ -244,3 +266,21 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) -> ja
     call = jax.ffi.ffi_call(_KERNEL_GRAD, out, vmap_method="sequential")
     dwp = call(x, g, kh=np.int64(kh), kw=np.int64(kw), chunk=np.int64(KERNEL_GRAD_CHUNK))
     return dwp[:, :o].reshape(kh, kw, c, o)
+
+
+def max_pool_2x2_grad(x: jax.Array, g: jax.Array) -> jax.Array:
+    """Gradient of 2x2 stride-2 max pooling of NHWC ``x`` (even H and W) for ``g``.
+
+    The same values as ``experiments.models._max_pool_2x2_bwd`` (bit for bit, for
+    finite ``x``): every input equal to its window's maximum gets ``g / ties``.
+    """
+    n, h, w, c = x.shape
+    if x.dtype != jnp.float32 or g.dtype != jnp.float32:
+        raise ValueError(f"native max pool gradient needs float32, got {x.dtype} and {g.dtype}")
+    if h % 2 or w % 2 or g.shape != (n, h // 2, w // 2, c):
+        raise ValueError(f"input {x.shape} and output gradient {g.shape} do not fit 2x2 pooling")
+    if not available():
+        raise RuntimeError(f"native kernels unavailable: {_reason}")
+    call = jax.ffi.ffi_call(_MAX_POOL_GRAD, jax.ShapeDtypeStruct(x.shape, jnp.float32),
+                            vmap_method="sequential")  # fmt: skip
+    return call(x, g)

@@ -1,5 +1,5 @@
-// A VALID, stride-1 NHWC/HWIO float32 convolution and both its gradients, as XLA FFI
-// handlers for the CPU (AVX-512). Built and loaded by experiments/native_conv.py; see
+// A VALID, stride-1 NHWC/HWIO float32 convolution and both its gradients, and the
+// gradient of 2x2 max pooling, as XLA FFI handlers for the CPU (AVX-512). Built and loaded by experiments/native_kernels.py; see
 // its docstring for why and for the figures.
 //
 //   forward:         y[n, y, x, o]           = sum_{i,j,c} x[n, y + i, x + j, c] w[i, j, c, o]
@@ -370,6 +370,61 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------------------------
+// Gradient of 2x2 stride-2 max pooling (NHWC, even H and W) in one pass, the same
+// arithmetic as experiments.models._max_pool_2x2_bwd: each input equal to its
+// window's maximum gets g / (number of such inputs), the others 0. Vectors run along
+// the channels, the last one masked.
+void max_pool_grad_image(const float* x, const float* g, float* dx, int64_t H, int64_t W,
+                         int64_t C) {
+  const int64_t OH = H / 2, OW = W / 2, row = W * C, vectors = (C + kLanes - 1) / kLanes;
+  const __mmask16 last = tail_mask(C);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t yo = 0; yo < OH; ++yo) {
+    for (int64_t xo = 0; xo < OW; ++xo) {
+      const int64_t at = (2 * yo * W + 2 * xo) * C;
+      const float* gp = g + (yo * OW + xo) * C;
+      for (int64_t v = 0; v < vectors; ++v) {
+        const __mmask16 m = v == vectors - 1 ? last : static_cast<__mmask16>(0xFFFF);
+        const int64_t o = at + v * kLanes;
+        const int64_t offsets[4] = {o, o + C, o + row, o + row + C};
+        __m512 in[4];
+        for (int k = 0; k < 4; ++k) in[k] = _mm512_maskz_loadu_ps(m, x + offsets[k]);
+        const __m512 top = _mm512_max_ps(_mm512_max_ps(in[0], in[1]), _mm512_max_ps(in[2], in[3]));
+        __mmask16 hit[4];
+        __m512 ties = _mm512_setzero_ps();
+        for (int k = 0; k < 4; ++k) {
+          hit[k] = _mm512_cmp_ps_mask(in[k], top, _CMP_EQ_OQ);
+          ties = _mm512_mask_add_ps(ties, hit[k], ties, one);
+        }
+        const __m512 share = _mm512_div_ps(_mm512_maskz_loadu_ps(m, gp + v * kLanes), ties);
+        for (int k = 0; k < 4; ++k)
+          _mm512_mask_storeu_ps(dx + offsets[k], m, _mm512_maskz_mov_ps(hit[k], share));
+      }
+    }
+  }
+}
+
+// x: (N, H, W, C); g: (N, H / 2, W / 2, C); dx: (N, H, W, C).
+ffi::Error MaxPoolGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
+                           ffi::ResultBuffer<ffi::F32> dx) {
+  auto xd = x.dimensions(), gd = g.dimensions(), dd = dx->dimensions();
+  if (xd.size() != 4 || gd.size() != 4 || dd.size() != 4)
+    return ffi::Error::InvalidArgument("max pool grad: expected x, g, dx of rank 4");
+  const int64_t N = xd[0], H = xd[1], W = xd[2], C = xd[3];
+  if (H % 2 || W % 2 || gd[0] != N || gd[1] != H / 2 || gd[2] != W / 2 || gd[3] != C ||
+      dd[0] != N || dd[1] != H || dd[2] != W || dd[3] != C)
+    return ffi::Error::InvalidArgument("max pool grad: inconsistent shapes");
+  const float* xp = x.typed_data();
+  const float* gp = g.typed_data();
+  float* out = dx->typed_data();
+  parallel_chunks(pool, N, [&](int64_t n) {
+    max_pool_grad_image(xp + n * H * W * C, gp + n * (H / 2) * (W / 2) * C, out + n * H * W * C, H,
+                        W, C);
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AdmmjaxConvForward, ForwardImpl,
@@ -398,3 +453,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AdmmjaxConvInputGrad, InputGradImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("kw"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AdmmjaxMaxPoolGrad, MaxPoolGradImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());

@@ -1,4 +1,4 @@
-"""experiments.native_conv: the AVX-512 convolution and its gradients, against XLA's."""
+"""experiments.native_kernels: the AVX-512 convolution and its gradients, against XLA's."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from experiments import conv, native_conv
+from experiments import conv, native_kernels
 
 HIGHEST = lax.Precision.HIGHEST
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,17 +36,17 @@ def _case(x_shape, w_shape, seed=0):
 def test_built_here_or_says_why():
     """On an AVX-512 Linux machine with g++ (this project's) the kernels must build;
     elsewhere the reason is reported and experiments.conv keeps its JAX gradients."""
-    if "avx512f" in native_conv._cpu_flags() and os.environ.get(native_conv.OPT_OUT) != "0":
-        assert native_conv.available(), native_conv.unavailable_reason()
-        assert native_conv.unavailable_reason() is None
+    if "avx512f" in native_kernels._cpu_flags() and os.environ.get(native_kernels.OPT_OUT) != "0":
+        assert native_kernels.available(), native_kernels.unavailable_reason()
+        assert native_kernels.unavailable_reason() is None
     else:
-        assert not native_conv.available()
-        assert native_conv.unavailable_reason()
+        assert not native_kernels.available()
+        assert native_kernels.unavailable_reason()
 
 
 needs_native = pytest.mark.skipif(
-    not native_conv.available(),
-    reason=f"native conv unavailable: {native_conv.unavailable_reason()}",
+    not native_kernels.available(),
+    reason=f"native conv unavailable: {native_kernels.unavailable_reason()}",
 )
 
 
@@ -66,9 +66,9 @@ needs_native = pytest.mark.skipif(
 )
 def test_forward_and_both_gradients_match_xla(x_shape, w_shape):
     x, w, g, (want_dx, want_dw) = _case(x_shape, w_shape)
-    y = jax.jit(native_conv.forward)(x, w)
-    dx = jax.jit(native_conv.input_grad)(g, w)
-    dw = jax.jit(native_conv.kernel_grad, static_argnums=2)(x, g, w.shape)
+    y = jax.jit(native_kernels.forward)(x, w)
+    dx = jax.jit(native_kernels.input_grad)(g, w)
+    dw = jax.jit(native_kernels.kernel_grad, static_argnums=2)(x, g, w.shape)
     assert y.shape == g.shape and dx.shape == x.shape and dw.shape == w.shape
     for got, want in ((y, _xla(x, w)), (dx, want_dx), (dw, want_dw)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6 * float(jnp.abs(want).max()))
@@ -78,9 +78,9 @@ def test_forward_and_both_gradients_match_xla(x_shape, w_shape):
 def test_results_are_bit_identical_run_to_run():
     """Fixed chunks, summed in order: the same bits whichever thread ran which chunk."""
     x, w, g, _ = _case((64, 12, 12, 20), (5, 5, 20, 50), seed=1)
-    dw = jax.jit(native_conv.kernel_grad, static_argnums=2)
-    dx = jax.jit(native_conv.input_grad)
-    y = jax.jit(native_conv.forward)
+    dw = jax.jit(native_kernels.kernel_grad, static_argnums=2)
+    dx = jax.jit(native_kernels.input_grad)
+    y = jax.jit(native_kernels.forward)
     first = (np.asarray(dw(x, g, w.shape)), np.asarray(dx(g, w)), np.asarray(y(x, w)))
     for _ in range(3):
         np.testing.assert_array_equal(dw(x, g, w.shape), first[0])
@@ -91,7 +91,7 @@ def test_results_are_bit_identical_run_to_run():
 @needs_native
 def test_vmap_runs_each_example():
     x, w, g, _ = _case((3, 8, 8, 4), (3, 3, 4, 5), seed=2)
-    per_example = jax.vmap(lambda x, g: native_conv.kernel_grad(x[None], g[None], w.shape))(x, g)
+    per_example = jax.vmap(lambda x, g: native_kernels.kernel_grad(x[None], g[None], w.shape))(x, g)
     want = jnp.stack(
         [jax.vjp(lambda w, i=i: _xla(x[i : i + 1], w), w)[1](g[i : i + 1])[0] for i in range(3)]
     )
@@ -100,29 +100,33 @@ def test_vmap_runs_each_example():
 
 def test_bad_input_is_refused_with_the_shapes():
     with pytest.raises(ValueError, match=r"KW \* C <= 128, got shape \(3, 3, 64, 8\)"):
-        native_conv._check((3, 3, 64, 8), jnp.float32)
+        native_kernels._check((3, 3, 64, 8), jnp.float32)
     with pytest.raises(ValueError, match="dtype bfloat16"):
-        native_conv._check((3, 3, 4, 8), jnp.bfloat16)
-    assert not native_conv.supports((3, 3, 4, 8), jnp.float16)
-    assert native_conv.supports((5, 5, 20, 50), jnp.float32)
-    if native_conv.available():
+        native_kernels._check((3, 3, 4, 8), jnp.bfloat16)
+    assert not native_kernels.supports((3, 3, 4, 8), jnp.float16)
+    assert native_kernels.supports((5, 5, 20, 50), jnp.float32)
+    if native_kernels.available():
         w = jnp.zeros((5, 5, 20, 50))
         with pytest.raises(ValueError, match="does not fit kernel"):
-            native_conv.forward(jnp.zeros((1, 12, 12, 19)), w)
+            native_kernels.forward(jnp.zeros((1, 12, 12, 19)), w)
         with pytest.raises(ValueError, match="does not fit kernel"):
-            native_conv.input_grad(jnp.zeros((1, 8, 8, 49)), w)
+            native_kernels.input_grad(jnp.zeros((1, 8, 8, 49)), w)
         with pytest.raises(ValueError, match="do not fit"):
-            native_conv.kernel_grad(jnp.zeros((1, 12, 12, 20)), jnp.zeros((1, 7, 8, 50)), w.shape)
+            native_kernels.kernel_grad(
+                jnp.zeros((1, 12, 12, 20)), jnp.zeros((1, 7, 8, 50)), w.shape
+            )
 
 
 def test_opt_out_is_reported():
-    """ADMMJAX_NATIVE_CONV=0 (a fresh process: availability is decided once)."""
-    code = "from experiments import native_conv as n; print(n.available(), n.unavailable_reason())"
-    env = {**os.environ, native_conv.OPT_OUT: "0"}
+    """ADMMJAX_NATIVE_KERNELS=0 (a fresh process: availability is decided once)."""
+    code = (
+        "from experiments import native_kernels as n; print(n.available(), n.unavailable_reason())"
+    )
+    env = {**os.environ, native_kernels.OPT_OUT: "0"}
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == f"False switched off by {native_conv.OPT_OUT}=0"
+    assert out.stdout.strip() == f"False switched off by {native_kernels.OPT_OUT}=0"
 
 
 @needs_native
@@ -130,19 +134,20 @@ def test_conv2d_valid_uses_them_on_cpu_only(monkeypatch):
     """With the kernels switched on (the tests' 4 devices switch them off), the CPU
     lowering of a gradient calls all three targets and the CUDA/TPU lowerings never see
     them; value and gradients through conv2d_valid match XLA's."""
-    monkeypatch.setattr(conv, "_native", lambda shape, dtype: native_conv.supports(shape, dtype))
+    monkeypatch.setattr(conv, "_native", lambda shape, dtype: native_kernels.supports(shape, dtype))
     x_spec = jax.ShapeDtypeStruct((2, 12, 12, 20), jnp.float32)
     w_spec = jax.ShapeDtypeStruct((5, 5, 20, 50), jnp.float32)
     grad = jax.value_and_grad(lambda x, w: jnp.sum(conv.conv2d_valid(x, w)), (0, 1))
     # jax.export refuses custom calls without a compatibility guarantee unless told.
-    checks = [jax.export.DisabledSafetyCheck.custom_call(t) for t in native_conv.TARGETS]
+    checks = [jax.export.DisabledSafetyCheck.custom_call(t) for t in native_kernels.TARGETS]
 
     def lowered(platform):
         exported = jax.export.export(jax.jit(grad), platforms=[platform], disabled_checks=checks)
         return exported(x_spec, w_spec).mlir_module()
 
     cpu = lowered("cpu")
-    assert all(f"@{target}(" in cpu for target in native_conv.TARGETS)
+    convolution = [t for t in native_kernels.TARGETS if "conv" in t]
+    assert all(f"@{target}(" in cpu for target in convolution)
     for platform in ("cuda", "tpu"):
         assert "admmjax_conv" not in lowered(platform)
     x, w, g, (want_dx, want_dw) = _case((4, 12, 12, 20), (5, 5, 20, 50), seed=3)
@@ -159,3 +164,58 @@ def test_not_used_with_several_devices():
     with 4 CPU devices, so conv2d_valid keeps the pure-JAX gradients here."""
     assert jax.device_count() > 1
     assert not conv._native((5, 5, 20, 50), jnp.float32)
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [(4, 24, 24, 20), (3, 8, 8, 50), (2, 6, 4, 16), (1, 2, 2, 1)])
+def test_max_pool_gradient_is_the_jax_one_bit_for_bit(shape):
+    """Ties included: inputs rounded to a few levels make many windows share a maximum."""
+    from experiments import models
+
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(np.round(rng.standard_normal(shape) * 2).astype(np.float32))
+    g = jnp.asarray(
+        rng.standard_normal((shape[0], shape[1] // 2, shape[2] // 2, shape[3]), np.float32)
+    )
+    want = jax.jit(models._max_pool_2x2_grad)(x, g)
+    got = jax.jit(native_kernels.max_pool_2x2_grad)(x, g)
+    np.testing.assert_array_equal(got, want)
+    windows = np.asarray(x).reshape(shape[0], shape[1] // 2, 2, shape[2] // 2, 2, shape[3])
+    if windows.size > 4:  # many windows share their maximum
+        assert (windows == windows.max(axis=(2, 4), keepdims=True)).sum() > windows.size // 4
+    with pytest.raises(ValueError, match="do not fit 2x2 pooling"):
+        native_kernels.max_pool_2x2_grad(x, g[:, :-1])
+
+
+@needs_native
+def test_lenet5_step_gradients_with_the_kernels_match_without(monkeypatch):
+    """The model's gradient with every native kernel on (as in a single-device CPU run)
+    against the same model with them off."""
+    from experiments import models
+
+    model = models.create_model("lenet5", seed=0)
+    _, params, apply = models.functional(model)
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.random((16, 28, 28, 1), np.float32))
+    y = jnp.asarray(rng.integers(0, 10, 16))
+
+    def loss(p):
+        logits = apply(p, x)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+
+    want = jax.jit(jax.grad(loss))(params)
+    monkeypatch.setattr(native_kernels, "use_on_cpu", _on_regardless_of_devices)
+    text = jax.jit(jax.grad(loss)).lower(params).as_text()
+    assert all(target in text for target in native_kernels.TARGETS)
+    got = jax.jit(jax.grad(loss))(params)
+    for path, a, b in zip(
+        jax.tree.leaves_with_path(got), jax.tree.leaves(got), jax.tree.leaves(want), strict=True
+    ):
+        np.testing.assert_allclose(
+            a, b, rtol=1e-4, atol=1e-6 * float(jnp.abs(b).max()), err_msg=str(path[0])
+        )
+
+
+def _on_regardless_of_devices(dtype, kernel_shape=None):
+    ok = jnp.dtype(dtype) == jnp.float32
+    return ok and (kernel_shape is None or native_kernels.supports(kernel_shape, dtype))
