@@ -1,19 +1,21 @@
-r"""Hand-written AVX-512 kernels for a VALID stride-1 convolution and its gradients (CPU).
+r"""Hand-written AVX-512 kernels for LeNet-style training on CPU: convolution and max pooling.
 
 On the 2-core CPU this project is developed on, XLA's convolutions (YNNPACK forward,
 Eigen kernel gradient) and even the banded input gradient of :mod:`experiments.conv`
-ran at 100-180 GFLOP/s of the CPU's 435, and kept LeNet-5's training step behind
-PyTorch's (oneDNN). ``csrc/native_kernels.cc`` computes
+ran at 100-185 GFLOP/s of the 435 that the CPU's FMA units give, and kept LeNet-5's
+training step behind PyTorch's (oneDNN). ``csrc/native_kernels.cc`` computes
 
 .. math::
 
     y[n, y, x, o] = \sum_{i, j, c} x[n, y + i, x + j, c]\, w[i, j, c, o], \qquad
     dw[i, j, c, o] = \sum_{n, y, x} x[n, y + i, x + j, c]\, g[n, y, x, o],
 
-    dx[n, y + i, x + j, c] = \sum_{i, j, o} g[n, y, x, o]\, w[i, j, c, o]
+    dx[n, y, x, c] = \sum_{i, j, o} g[n, y - i, x - j, o]\, w[i, j, c, o]
 
 directly from NHWC/HWIO data (no patch matrix, no overlap-add pass), in register
-tiles of broadcast-and-FMA, split over images on XLA's intra-op thread pool. The
+tiles of broadcast-and-FMA, split over images on XLA's intra-op thread pool, and the
+gradient of 2x2 max pooling (``experiments.models``' rule: ``g`` split between the
+inputs equal to their window's maximum) in one pass instead of XLA's four. The
 results do not depend on the number of threads (each image's output is written by
 one task; the kernel gradient is summed in fixed chunks of images, then over chunks
 in order). Figures: ``experiments/bench/bench_epoch.py`` and
@@ -22,12 +24,13 @@ in order). Figures: ``experiments/bench/bench_epoch.py`` and
 The source is compiled on first use with the system C++ compiler (``$CXX``, else
 ``g++``; ``-O3 -march=native``) against ``jax.ffi.include_dir()``, cached under
 ``$ADMMJAX_CACHE_DIR`` (default ``~/.cache/admmjax``) by a hash of the source, the
-flags, the compiler, jaxlib's version and the CPU's flags, and registered as three
-XLA FFI targets for the CPU. :func:`available` says whether that worked; when it did
-not (no compiler, no AVX-512, not Linux x86-64, a build error, or
+flags, the compiler, jaxlib's version and the CPU's flags, and registered as XLA FFI
+targets for the CPU (:data:`TARGETS`). :func:`available` says whether that worked;
+when it did not (no compiler, no AVX-512, not Linux x86-64, a build error, or
 ``ADMMJAX_NATIVE_KERNELS=0``), :func:`unavailable_reason` says why and
-:mod:`experiments.conv` keeps XLA's forward pass and its pure-JAX gradients. Only
-float32 kernels with ``KW * C <= 128`` are handled (:func:`supports`).
+:mod:`experiments.conv` and :mod:`experiments.models` keep their pure-JAX code. They
+are used (:func:`use_on_cpu`) in single-device CPU processes, for float32, and for
+convolutions with ``KW * C <= 128`` (:func:`supports`).
 """
 
 from __future__ import annotations
@@ -157,7 +160,7 @@ def available() -> bool:
             (_MAX_POOL_GRAD, lib.AdmmjaxMaxPoolGrad),
         ):
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform="cpu")
-    except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
+    except (OSError, AttributeError, RuntimeError, subprocess.CalledProcessError) as err:
         _reason = f"build or load failed: {err}"
         warnings.warn(
             f"experiments.native_kernels: {_reason}; using the pure-JAX gradients", stacklevel=2
