@@ -6,27 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _conv_cases import HIGHEST, xla_case
+from _conv_cases import xla_conv as _xla
 from jax import lax
 
 from experiments import conv, models
-
-HIGHEST = lax.Precision.HIGHEST
-
-
-def _xla(x, w):
-    return lax.conv_general_dilated(
-        x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=HIGHEST
-    )
-
-
-def _xla_case(x_shape, w_shape, seed):
-    """Random ``x``, ``w``, an output gradient ``g`` and XLA's ``(dx, dw)`` for it."""
-    rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.standard_normal(x_shape, np.float32))
-    w = jnp.asarray(rng.standard_normal(w_shape, np.float32))
-    y, pullback = jax.vjp(_xla, x, w)
-    g = jnp.asarray(rng.standard_normal(y.shape, np.float32))
-    return x, w, g, pullback(g)
 
 
 @pytest.mark.parametrize(
@@ -41,7 +25,7 @@ def _xla_case(x_shape, w_shape, seed):
 )
 @pytest.mark.parametrize("block", [1, 2, 4, 8])
 def test_banded_input_grad_matches_xla(x_shape, w_shape, block):
-    x, w, g, (want, _) = _xla_case(x_shape, w_shape, seed=0)
+    x, w, g, (want, _) = xla_case(x_shape, w_shape, seed=0)
     got = jax.jit(conv.banded_input_grad, static_argnums=(2, 3))(g, w, HIGHEST, block)
     assert got.shape == x.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
@@ -79,7 +63,7 @@ def test_patches_kernel_grad_matches_xla(x_shape, w_shape):
     """Few input taps (conv1: 25 <= PATCHES_MAX): the CPU kernel gradient is a patch
     product, equal to XLA's up to rounding, alone and inside conv2d_valid's gradient."""
     assert np.prod(w_shape[:3]) <= conv.PATCHES_MAX
-    x, w, g, (_, want) = _xla_case(x_shape, w_shape, seed=5)
+    x, w, g, (_, want) = xla_case(x_shape, w_shape, seed=5)
     scale = float(jnp.abs(want).max())
     got = conv.patches_kernel_grad(x, g, w.shape, HIGHEST)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * scale)

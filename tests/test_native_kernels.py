@@ -10,27 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
+from _conv_cases import xla_case
+from _conv_cases import xla_conv as _xla
 
 from experiments import conv, native_kernels
 
-HIGHEST = lax.Precision.HIGHEST
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _xla(x, w):
-    return lax.conv_general_dilated(
-        x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=HIGHEST
-    )
-
-
-def _case(x_shape, w_shape, seed=0):
-    rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.standard_normal(x_shape, np.float32))
-    w = jnp.asarray(rng.standard_normal(w_shape, np.float32))
-    y, pullback = jax.vjp(_xla, x, w)
-    g = jnp.asarray(rng.standard_normal(y.shape, np.float32))
-    return x, w, g, pullback(g)
 
 
 def test_built_here_or_says_why():
@@ -65,7 +50,7 @@ needs_native = pytest.mark.skipif(
     ],
 )
 def test_forward_and_both_gradients_match_xla(x_shape, w_shape):
-    x, w, g, (want_dx, want_dw) = _case(x_shape, w_shape)
+    x, w, g, (want_dx, want_dw) = xla_case(x_shape, w_shape, seed=0)
     y = jax.jit(native_kernels.forward)(x, w)
     dx = jax.jit(native_kernels.input_grad)(g, w)
     dw = jax.jit(native_kernels.kernel_grad, static_argnums=2)(x, g, w.shape)
@@ -77,7 +62,7 @@ def test_forward_and_both_gradients_match_xla(x_shape, w_shape):
 @needs_native
 def test_results_are_bit_identical_run_to_run():
     """Fixed chunks, summed in order: the same bits whichever thread ran which chunk."""
-    x, w, g, _ = _case((64, 12, 12, 20), (5, 5, 20, 50), seed=1)
+    x, w, g, _ = xla_case((64, 12, 12, 20), (5, 5, 20, 50), seed=1)
     dw = jax.jit(native_kernels.kernel_grad, static_argnums=2)
     dx = jax.jit(native_kernels.input_grad)
     y = jax.jit(native_kernels.forward)
@@ -90,7 +75,7 @@ def test_results_are_bit_identical_run_to_run():
 
 @needs_native
 def test_vmap_runs_each_example():
-    x, w, g, _ = _case((3, 8, 8, 4), (3, 3, 4, 5), seed=2)
+    x, w, g, _ = xla_case((3, 8, 8, 4), (3, 3, 4, 5), seed=2)
     per_example = jax.vmap(lambda x, g: native_kernels.kernel_grad(x[None], g[None], w.shape))(x, g)
     want = jnp.stack(
         [jax.vjp(lambda w, i=i: _xla(x[i : i + 1], w), w)[1](g[i : i + 1])[0] for i in range(3)]
@@ -150,7 +135,7 @@ def test_conv2d_valid_uses_them_on_cpu_only(monkeypatch):
     assert all(f"@{target}(" in cpu for target in convolution)
     for platform in ("cuda", "tpu"):
         assert "admmjax_conv" not in lowered(platform)
-    x, w, g, (want_dx, want_dw) = _case((4, 12, 12, 20), (5, 5, 20, 50), seed=3)
+    x, w, g, (want_dx, want_dw) = xla_case((4, 12, 12, 20), (5, 5, 20, 50), seed=3)
     y, pullback = jax.vjp(lambda x, w: conv.conv2d_valid(x, w), x, w)
     want_y = _xla(x, w)
     np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=2e-6 * float(jnp.abs(want_y).max()))
