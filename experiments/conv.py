@@ -210,8 +210,9 @@ def conv2d_valid(x: jax.Array, w: jax.Array, precision: Any = None) -> jax.Array
     The primal is a plain ``lax`` convolution (so transformations that only evaluate,
     such as ``jax.experimental.sparse.sparsify``, see no custom rule); its derivative
     is that of a ``custom_vjp`` holding the gradient above. Reverse mode (``jax.grad``,
-    ``jax.vjp``) and ``vmap`` work; forward mode (``jax.jvp``, ``jax.hessian``) raises
-    JAX's "can't apply forward-mode autodiff (jvp) to a custom_vjp function": pass
+    ``jax.vjp``, also a gradient of a gradient) and ``vmap`` work; forward mode
+    (``jax.jvp``, ``jax.hessian``) raises JAX's "can't apply forward-mode autodiff
+    (jvp) to a custom_vjp function": pass
     ``conv_general_dilated=lax.conv_general_dilated`` to ``nnx.Conv`` for that.
     """
     return _forward(x, w, precision)

@@ -216,7 +216,7 @@ def _check(kernel_shape: tuple[int, ...], dtype: jnp.dtype) -> None:
         raise RuntimeError(f"native conv kernels unavailable: {_reason}")
 
 
-def forward(x: jax.Array, w: jax.Array) -> jax.Array:
+def _forward(x: jax.Array, w: jax.Array) -> jax.Array:
     """``conv(x, w)``, VALID, stride 1, NHWC/HWIO.
 
     ``x``: (N, H, W, C), ``w``: (KH, KW, C, O); returns (N, H - KH + 1, W - KW + 1, O).
@@ -233,7 +233,7 @@ def forward(x: jax.Array, w: jax.Array) -> jax.Array:
     return call(x, wp, kh=np.int64(kh), kw=np.int64(kw))
 
 
-def input_grad(g: jax.Array, w: jax.Array) -> jax.Array:
+def _input_grad(g: jax.Array, w: jax.Array) -> jax.Array:
     """Input gradient of ``conv(x, w)`` (VALID, stride 1, NHWC/HWIO) for output gradient ``g``.
 
     ``g``: (N, OH, OW, O), ``w``: (KH, KW, C, O); returns (N, OH + KH - 1, OW + KW - 1, C).
@@ -253,7 +253,7 @@ def input_grad(g: jax.Array, w: jax.Array) -> jax.Array:
     return call(g, wt, kw=np.int64(kw))
 
 
-def kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) -> jax.Array:
+def _kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) -> jax.Array:
     """Kernel gradient of ``conv(x, w)`` (VALID, stride 1, NHWC/HWIO) for output gradient ``g``.
 
     ``x``: (N, H, W, C), ``g``: (N, H - KH + 1, W - KW + 1, O); returns (KH, KW, C, O).
@@ -271,7 +271,7 @@ def kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) -> ja
     return dwp[:, :o].reshape(kh, kw, c, o)
 
 
-def max_pool_2x2_grad(x: jax.Array, g: jax.Array) -> jax.Array:
+def _max_pool_2x2_grad(x: jax.Array, g: jax.Array) -> jax.Array:
     """Gradient of 2x2 stride-2 max pooling of NHWC ``x`` (even H and W) for ``g``.
 
     The same values as ``experiments.models._max_pool_2x2_bwd`` (bit for bit, for
@@ -287,3 +287,39 @@ def max_pool_2x2_grad(x: jax.Array, g: jax.Array) -> jax.Array:
     call = jax.ffi.ffi_call(_MAX_POOL_GRAD, jax.ShapeDtypeStruct(x.shape, jnp.float32),
                             vmap_method="sequential")  # fmt: skip
     return call(x, g)
+
+
+# The three convolution maps are bilinear and each one's adjoints are the other two, so
+# they differentiate through each other (reverse over reverse, e.g. Hessian-vector
+# products through a training step); the pooling gradient through its JAX twin.
+forward = jax.custom_vjp(_forward)
+forward.defvjp(
+    lambda x, w: (_forward(x, w), (x, w)),
+    lambda res, ct: (input_grad(ct, res[1]), kernel_grad(res[0], ct, res[1].shape)),
+)
+forward.__doc__ = _forward.__doc__
+
+input_grad = jax.custom_vjp(_input_grad)
+input_grad.defvjp(
+    lambda g, w: (_input_grad(g, w), (g, w)),
+    lambda res, ct: (forward(ct, res[1]), kernel_grad(ct, res[0], res[1].shape)),
+)
+input_grad.__doc__ = _input_grad.__doc__
+
+kernel_grad = jax.custom_vjp(_kernel_grad, nondiff_argnums=(2,))
+kernel_grad.defvjp(
+    lambda x, g, shape: (_kernel_grad(x, g, shape), (x, g)),
+    lambda shape, res, ct: (input_grad(res[1], ct), forward(res[0], ct)),
+)
+kernel_grad.__doc__ = _kernel_grad.__doc__
+
+
+def _max_pool_2x2_grad_vjp(res, ct):
+    from experiments.models import _max_pool_2x2_grad as jax_twin  # models imports this module
+
+    return jax.vjp(jax_twin, *res)[1](ct)
+
+
+max_pool_2x2_grad = jax.custom_vjp(_max_pool_2x2_grad)
+max_pool_2x2_grad.defvjp(lambda x, g: (_max_pool_2x2_grad(x, g), (x, g)), _max_pool_2x2_grad_vjp)
+max_pool_2x2_grad.__doc__ = _max_pool_2x2_grad.__doc__

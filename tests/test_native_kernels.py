@@ -204,3 +204,23 @@ def test_lenet5_step_gradients_with_the_kernels_match_without(monkeypatch):
 def _on_regardless_of_devices(dtype, kernel_shape=None):
     ok = jnp.dtype(dtype) == jnp.float32
     return ok and (kernel_shape is None or native_kernels.supports(kernel_shape, dtype))
+
+
+@needs_native
+def test_reverse_over_reverse_matches_the_pure_jax_path(monkeypatch):
+    """Each native map's adjoints are the others (and the pooling gradient's is its
+    JAX twin's), so a gradient of a gradient through conv + pool works and agrees."""
+    from experiments import models
+
+    x, w, _, _ = xla_case((3, 12, 12, 4), (5, 5, 4, 6), seed=4)
+
+    def gradient_norm(w):
+        inner = jax.grad(lambda x: jnp.sum(jnp.sin(models._max_pool_2x2(conv.conv2d_valid(x, w)))))
+        return jnp.sum(inner(x) ** 2)
+
+    want = jax.jit(jax.grad(gradient_norm))(w)
+    monkeypatch.setattr(native_kernels, "use_on_cpu", _on_regardless_of_devices)
+    text = jax.jit(jax.grad(gradient_norm)).lower(w).as_text()
+    assert all(target in text for target in native_kernels.TARGETS)
+    got = jax.jit(jax.grad(gradient_norm))(w)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.abs(want).max()))

@@ -104,9 +104,7 @@ def worker(model: str, steps: int, warmup: int) -> dict:
 
         conv.conv_general_dilated = jax.lax.conv_general_dilated
     if os.environ["BENCH_CONV"] == "native" and not native_kernels.available():
-        raise RuntimeError(
-            f"native kernels unavailable: {native_kernels.unavailable_reason()}"
-        )
+        raise RuntimeError(f"native kernels unavailable: {native_kernels.unavailable_reason()}")
     cfg = train.Config(
         model=model, batch_size=batch, devices=devices, sparsity={"fc1/kernel": 0.9},
         progress=False,
