@@ -134,7 +134,7 @@ def _conv2d_valid_vjp(x: jax.Array, w: jax.Array, precision: Any = None) -> jax.
 
 def _conv2d_valid_fwd(x, w, precision):
     # The forward pass of a training step: on CPU, the native kernel where it applies.
-    if _native(w.shape, w.dtype):
+    if native_kernels.use_on_cpu(w.dtype, w.shape):
         y = lax.platform_dependent(
             x,
             w,
@@ -162,11 +162,6 @@ def patches_kernel_grad(
     return jnp.matmul(patches, g.reshape(n * oh * ow, o), precision=precision).reshape(kh, kw, c, o)
 
 
-def _native(kernel_shape: tuple[int, ...], dtype: Any) -> bool:
-    """Whether the CPU branch uses :mod:`experiments.native_kernels` (see ``use_on_cpu``)."""
-    return native_kernels.use_on_cpu(dtype, kernel_shape)
-
-
 def _conv2d_valid_bwd(precision, residuals, g):
     x, w = residuals
 
@@ -176,7 +171,7 @@ def _conv2d_valid_bwd(precision, residuals, g):
     def xla_input_grad(g, w):
         return jax.vjp(lambda x: _forward(x, w, precision), x)[1](g)[0]
 
-    native = _native(w.shape, w.dtype)
+    native = native_kernels.use_on_cpu(w.dtype, w.shape)
 
     def cpu_kernel_grad(g, x):
         if native:

@@ -206,14 +206,18 @@ def _padded(length: int) -> int:
     return -(-length // LANES) * LANES
 
 
+def _require_available() -> None:
+    if not available():
+        raise RuntimeError(f"native kernels unavailable: {_reason}")
+
+
 def _check(kernel_shape: tuple[int, ...], dtype: jnp.dtype) -> None:
     if not supports(kernel_shape, dtype):
         raise ValueError(
             f"native conv kernels need a float32 HWIO kernel with KW * C <= {MAX_SEGMENT}, "
             f"got shape {tuple(kernel_shape)} and dtype {jnp.dtype(dtype)}"
         )
-    if not available():
-        raise RuntimeError(f"native conv kernels unavailable: {_reason}")
+    _require_available()
 
 
 def _forward(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -274,7 +278,7 @@ def _kernel_grad(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...]) -> j
 def _max_pool_2x2_grad(x: jax.Array, g: jax.Array) -> jax.Array:
     """Gradient of 2x2 stride-2 max pooling of NHWC ``x`` (even H and W) for ``g``.
 
-    The same values as ``experiments.models._max_pool_2x2_bwd`` (bit for bit, for
+    The same values as ``experiments.models._max_pool_2x2_grad`` (bit for bit, for
     finite ``x``): every input equal to its window's maximum gets ``g / ties``.
     """
     n, h, w, c = x.shape
@@ -282,8 +286,7 @@ def _max_pool_2x2_grad(x: jax.Array, g: jax.Array) -> jax.Array:
         raise ValueError(f"native max pool gradient needs float32, got {x.dtype} and {g.dtype}")
     if h % 2 or w % 2 or g.shape != (n, h // 2, w // 2, c):
         raise ValueError(f"input {x.shape} and output gradient {g.shape} do not fit 2x2 pooling")
-    if not available():
-        raise RuntimeError(f"native kernels unavailable: {_reason}")
+    _require_available()
     call = jax.ffi.ffi_call(_MAX_POOL_GRAD, jax.ShapeDtypeStruct(x.shape, jnp.float32),
                             vmap_method="sequential")  # fmt: skip
     return call(x, g)

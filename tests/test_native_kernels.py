@@ -119,7 +119,7 @@ def test_conv2d_valid_uses_them_on_cpu_only(monkeypatch):
     """With the kernels switched on (the tests' 4 devices switch them off), the CPU
     lowering of a gradient calls all three targets and the CUDA/TPU lowerings never see
     them; value and gradients through conv2d_valid match XLA's."""
-    monkeypatch.setattr(conv, "_native", lambda shape, dtype: native_kernels.supports(shape, dtype))
+    monkeypatch.setattr(native_kernels, "use_on_cpu", _on_regardless_of_devices)
     x_spec = jax.ShapeDtypeStruct((2, 12, 12, 20), jnp.float32)
     w_spec = jax.ShapeDtypeStruct((5, 5, 20, 50), jnp.float32)
     grad = jax.value_and_grad(lambda x, w: jnp.sum(conv.conv2d_valid(x, w)), (0, 1))
@@ -148,7 +148,7 @@ def test_not_used_with_several_devices():
     """XLA cannot partition the custom calls over a batch-sharded mesh: the tests run
     with 4 CPU devices, so conv2d_valid keeps the pure-JAX gradients here."""
     assert jax.device_count() > 1
-    assert not conv._native((5, 5, 20, 50), jnp.float32)
+    assert not native_kernels.use_on_cpu(jnp.float32, (5, 5, 20, 50))
 
 
 @needs_native

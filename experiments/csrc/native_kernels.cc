@@ -172,8 +172,8 @@ ffi::Error InputGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buf
 }
 
 // ---------------------------------------------------------------------------------
-// Kernels vectorized along the output channels instead: the forward pass, and the
-// kernel gradient when KW * C is too short to fill a vector (LeNet-5's conv1: 5
+// Kernels vectorized along the output channels instead: the forward pass and the
+// kernel gradient (their vectors stay full where KW * C is short, LeNet-5's conv1: 5
 // floats). wp / dwp: (KH * KW * C, OP) with row t = (i * KW + j) * C + c holding
 // w[i, j, c, :] zero-padded to OP = 16 * ceil(O / 16) floats. Output channels go in
 // blocks of at most 4 vectors (64 channels); the last vector of a block is masked.
@@ -425,38 +425,27 @@ ffi::Error MaxPoolGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::B
   return ffi::Error::Success();
 }
 
+// Every handler takes the intra-op pool and two float32 arrays and returns one.
+auto bind_two_to_one() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AdmmjaxConvForward, ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("kh")
-                                  .Attr<int64_t>("kw"));
+                              bind_two_to_one().Attr<int64_t>("kh").Attr<int64_t>("kw"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AdmmjaxConvKernelGrad, KernelGradImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
+                              bind_two_to_one()
                                   .Attr<int64_t>("kh")
                                   .Attr<int64_t>("kw")
                                   .Attr<int64_t>("chunk"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AdmmjaxConvInputGrad, InputGradImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("kw"));
+                              bind_two_to_one().Attr<int64_t>("kw"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(AdmmjaxMaxPoolGrad, MaxPoolGradImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AdmmjaxMaxPoolGrad, MaxPoolGradImpl, bind_two_to_one());
