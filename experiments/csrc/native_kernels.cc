@@ -130,18 +130,18 @@ void input_grad_image(const float* g, const float* wt, float* dx, int64_t OH, in
   }
 }
 
-template <typename F>
-bool dispatch_vectors(int64_t v, F&& f) {
-  switch (v) {
-    case 1: f(std::integral_constant<int, 1>{}); return true;
-    case 2: f(std::integral_constant<int, 2>{}); return true;
-    case 3: f(std::integral_constant<int, 3>{}); return true;
-    case 4: f(std::integral_constant<int, 4>{}); return true;
-    case 5: f(std::integral_constant<int, 5>{}); return true;
-    case 6: f(std::integral_constant<int, 6>{}); return true;
-    case 7: f(std::integral_constant<int, 7>{}); return true;
-    case 8: f(std::integral_constant<int, 8>{}); return true;
-    default: return false;
+// f(std::integral_constant<int, v>) for a run-time v in 1..Max (the register-tile
+// templates need v at compile time); false when v is out of range.
+template <int Max, typename F>
+bool dispatch_upto(int64_t v, F&& f) {
+  if constexpr (Max >= 1) {
+    if (v == Max) {
+      f(std::integral_constant<int, Max>{});
+      return true;
+    }
+    return dispatch_upto<Max - 1>(v, f);
+  } else {
+    return false;
   }
 }
 
@@ -161,7 +161,7 @@ ffi::Error InputGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> g, ffi::Buf
   const float* wp = wt.typed_data();
   float* dp = dx->typed_data();
   const int64_t g_image = OH * OW * O, x_image = xd[1] * xd[2] * C;
-  bool ok = dispatch_vectors(V, [&](auto v) {
+  bool ok = dispatch_upto<8>(V, [&](auto v) {
     parallel_chunks(pool, N, [&](int64_t n) {
       input_grad_image<decltype(v)::value>(gp + n * g_image, wp, dp + n * x_image, OH, OW, O, KH,
                                            kw, C);
@@ -235,17 +235,6 @@ void forward_block(const float* x, const float* wp, float* y, int64_t W, int64_t
       forward_tiles<OV, P>(std::min<int64_t>(P, OW - xx), x + (yy * W + xx) * C, W * C, KH, L,
                            C, wp + o0, OP, y + (yy * OW + xx) * O + o0, O, last);
     }
-  }
-}
-
-template <typename F>
-bool dispatch_channel_vectors(int64_t ov, F&& f) {
-  switch (ov) {
-    case 1: f(std::integral_constant<int, 1>{}); return true;
-    case 2: f(std::integral_constant<int, 2>{}); return true;
-    case 3: f(std::integral_constant<int, 3>{}); return true;
-    case 4: f(std::integral_constant<int, 4>{}); return true;
-    default: return false;
   }
 }
 
@@ -326,7 +315,7 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   parallel_chunks(pool, N, [&](int64_t n) {
     for (int64_t o0 = 0; o0 < O; o0 += kChannelBlock) {
       const int64_t channels = std::min(kChannelBlock, O - o0);
-      dispatch_channel_vectors((channels + kLanes - 1) / kLanes, [&](auto ov) {
+      dispatch_upto<4>((channels + kLanes - 1) / kLanes, [&](auto ov) {
         forward_block<decltype(ov)::value>(xp + n * H * W * C, w, out + n * OH * OW * O, W, C,
                                            OH, OW, O, kh, kw, OP, o0, channels);
       });
@@ -354,7 +343,7 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   parallel_chunks(pool, chunks, [&](int64_t c) {
     for (int64_t o0 = 0; o0 < O; o0 += kChannelBlock) {
       const int64_t channels = std::min(kChannelBlock, O - o0);
-      dispatch_channel_vectors((channels + kLanes - 1) / kLanes, [&](auto ov) {
+      dispatch_upto<4>((channels + kLanes - 1) / kLanes, [&](auto ov) {
         kernel_grad_channel_block<decltype(ov)::value>(
             xp, gp, c * chunk, std::min(N, (c + 1) * chunk), H, W, C, OH, OW, O, kh, kw, OP, o0,
             channels, parts.data() + c * part_size);
