@@ -17,6 +17,10 @@ and must give ``sparsity``. Stage ``k`` lives in ``WORKDIR/stage_<k>`` and is an
 ordinary resumable run, so a killed progressive run restarted with the same command
 goes on from its last checkpoint. ``WORKDIR/progressive.json`` and
 ``WORKDIR/progressive.md`` summarise the stages.
+
+A stage after the first may set ``"teacher": progressive.PREVIOUS_STAGE`` (the string
+``"previous_stage"``) to distil its W-steps and retraining from the model the stage
+starts from, the previous stage's ``pruned/`` (see ``Config.teacher``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ from typing import Any
 
 from experiments import train
 from experiments.mnist import read_config_file
+
+# A stage's `teacher` that names the previous stage's pruned model, resolved by `run`
+# (the path does not exist until that stage has run).
+PREVIOUS_STAGE = "previous_stage"
 
 
 def stage_configs(spec: dict[str, Any]) -> list[train.Config]:
@@ -58,8 +66,15 @@ def stage_configs(spec: dict[str, Any]) -> list[train.Config]:
                     f"stage {k}: sparsity of {pattern!r} is {now!r}, below stage {k - 1}'s "
                     f"{s}; progressive stages may only prune more"
                 )
-        cfg = train.Config(**fields)
+        from_previous = fields.get("teacher") == PREVIOUS_STAGE
+        if from_previous and k == 1:
+            raise ValueError(
+                f"stage 1: teacher {PREVIOUS_STAGE!r} needs an earlier stage to distil from"
+            )
+        cfg = train.Config(**{**fields, "teacher": None} if from_previous else fields)
         cfg.validate()
+        if from_previous:
+            cfg = dataclasses.replace(cfg, teacher=PREVIOUS_STAGE)
         configs.append(cfg)
         previous = dict(cfg.sparsity)
     return configs
@@ -75,6 +90,8 @@ def run(spec: dict[str, Any], workdir: str, log=print) -> list[dict[str, Any]]:
         if k > 1:  # warm start from the last stage's pruned model, its zeros kept
             prev = os.path.join(workdir, f"stage_{k - 1}", "pruned")
             cfg = dataclasses.replace(cfg, pretrained=prev, carry_masks=True)
+            if cfg.teacher == PREVIOUS_STAGE:
+                cfg = dataclasses.replace(cfg, teacher=prev)
         log(f"progressive stage {k}/{len(configs)} in {stage_dir}")
         summary = train.run(cfg, stage_dir, log=log)
         summaries.append(summary)

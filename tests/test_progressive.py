@@ -32,7 +32,11 @@ def _spec(mnist_dir: str) -> dict:
         "base": {**QUICK, "data_dir": mnist_dir},
         "stages": [
             {"sparsity": {"fc1/kernel": 0.8, "fc2/kernel": 0.5}},
-            {"sparsity": {"fc1/kernel": 0.95, "fc2/kernel": 0.7}, "rho": 5e-3},
+            {
+                "sparsity": {"fc1/kernel": 0.95, "fc2/kernel": 0.7},
+                "rho": 5e-3,
+                "teacher": progressive.PREVIOUS_STAGE,
+            },
         ],
     }
 
@@ -57,6 +61,9 @@ def test_two_stages_prune_further_and_carry_zeros(tmp_path, mnist_dir):
     assert summaries[1]["compression"] > summaries[0]["compression"]
     assert summaries[1]["config"]["carry_masks"] is True
     assert summaries[1]["config"]["rho"] == 5e-3
+    # The second stage distilled from the model it started from.
+    assert summaries[0]["config"]["teacher"] is None
+    assert summaries[1]["config"]["teacher"] == str(tmp_path / "stage_1" / "pruned")
     doc = json.loads((tmp_path / "progressive.json").read_text())
     assert [r["stage"] for r in doc["stages"]] == [1, 2]
     assert (tmp_path / "progressive.md").read_text().count("\n") == 4
@@ -78,6 +85,15 @@ def test_stages_that_prune_less_are_refused(mnist_dir):
         progressive.stage_configs(spec)
     with pytest.raises(ValueError, match="unknown Config fields"):
         progressive.stage_configs({"stages": [{"sparsity": {"fc1/kernel": 0.5}, "lr": 1}]})
+
+
+def test_previous_stage_teacher_needs_an_earlier_stage(mnist_dir):
+    spec = _spec(mnist_dir)
+    configs = progressive.stage_configs(spec)
+    assert configs[1].teacher == progressive.PREVIOUS_STAGE  # resolved by run()
+    spec["stages"][0]["teacher"] = progressive.PREVIOUS_STAGE
+    with pytest.raises(ValueError, match="stage 1: teacher 'previous_stage' needs an earlier"):
+        progressive.stage_configs(spec)
 
 
 def test_a_stage_may_change_the_constraint_kind(mnist_dir):

@@ -72,6 +72,7 @@ from experiments.bench.bench_projection import DEFAULT_SIZES, timed  # noqa: E40
 from experiments.bench.common import (  # noqa: E402
     CONFIGS,
     default_data_dir,
+    donating_step,
     interleaved,
     make_pipeline,
     ratio_stats,
@@ -158,9 +159,7 @@ class JaxTrainer:
 
     def __init__(self, pipe: train.Pipeline):
         tx = pipe.transform("pretrain")
-        self.step_fn = admmjax.make_train_step(pipe.loss_fn, tx, donate=False)
-        params = pipe.init_params
-        self.state = [params, pipe.replicate(tx.init(params))]
+        self.step_fn, self.state = donating_step(pipe, tx)
         self.batches = pipe.batches("pretrain", 0)
         self.key = jax.random.fold_in(pipe.key, train.STAGES.index("pretrain"))
 

@@ -40,9 +40,13 @@ if str(REPO) not in sys.path:  # run as a script: make `admmjax`, `experiments` 
 
 import jax  # noqa: E402
 
-import admmjax  # noqa: E402
 from experiments import train  # noqa: E402
-from experiments.bench.common import default_data_dir, make_pipeline, run_steps  # noqa: E402
+from experiments.bench.common import (  # noqa: E402
+    default_data_dir,
+    donating_step,
+    make_pipeline,
+    run_steps,
+)
 from experiments.bench.env import environment  # noqa: E402
 
 SUMMARY = REPO / "experiments" / "results" / "lenet5" / "summary.json"
@@ -73,8 +77,7 @@ def measure_epoch_seconds(steps: int, data_dir: str) -> dict[str, Any]:
     """Seconds per epoch of the LeNet-5 config's training loop, from ``steps`` steps."""
     pipe = make_pipeline("lenet5", data_dir)
     tx = pipe.transform("pretrain")
-    step_fn = admmjax.make_train_step(pipe.loss_fn, tx, donate=False)
-    state = [pipe.init_params, pipe.replicate(tx.init(pipe.init_params))]
+    step_fn, state = donating_step(pipe, tx)
     batches = pipe.batches("pretrain", 0)
     key = jax.random.fold_in(pipe.key, train.STAGES.index("pretrain"))
     run_steps(step_fn, state, batches, 1, key)  # compile

@@ -3,8 +3,8 @@
 Both steps are the pipeline's own (``experiments.train.Pipeline`` built from
 ``experiments/configs/<model>.py``, batch 128): the same ``loss_fn`` (``to_float`` on
 device, the config's random translations, cross-entropy), run through
-``admmjax.make_train_step`` as ``run_stage`` does (``donate=False``, a fresh
-``fold_in`` key per step), on the same real MNIST batches:
+``admmjax.make_train_step`` as ``run_stage`` does (params and optimizer state
+donated, a fresh ``fold_in`` key per step), on the same real MNIST batches:
 
 * plain: the pretraining transform, ``adam_with_l2`` (``add_decayed_weights`` then
   Adam, cosine learning rate);
@@ -47,6 +47,7 @@ from experiments.bench.common import (  # noqa: E402
     CONFIGS,
     default_data_dir,
     device_batches,
+    donating_step,
     interleaved,
     make_pipeline,
     ratio_stats,
@@ -67,16 +68,13 @@ def bench_model(
     params = pipe.init_params
     plain_tx = pipe.transform("pretrain")
     admm_tx = pipe.transform("admm")
-    plain = admmjax.make_train_step(pipe.loss_fn, plain_tx, donate=False)
-    wstep = admmjax.make_train_step(pipe.loss_fn, admm_tx, donate=False)
+    plain, plain_state = donating_step(pipe, plain_tx)
+    wstep, wstep_state = donating_step(pipe, admm_tx)
     admm_state = pipe.replicate(admmjax.init(params, pipe.targets))
     batches = device_batches(pipe, min(steps, 64))
     key = jax.random.key(0)
 
-    states = {
-        "plain": [params, pipe.replicate(plain_tx.init(params))],
-        "wstep": [params, pipe.replicate(admm_tx.init(params))],
-    }
+    states = {"plain": plain_state, "wstep": wstep_state}
     feeds = {name: itertools.cycle(batches) for name in states}
     # Compile and warm up both (one step each, then a few untimed ones).
     run_steps(plain, states["plain"], feeds["plain"], 2, key)

@@ -23,7 +23,9 @@ if str(REPO) not in sys.path:  # run as a script: make `admmjax`, `experiments` 
     sys.path.insert(0, str(REPO))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
+import admmjax  # noqa: E402
 from experiments import train  # noqa: E402
 from experiments.mnist import load_config_file  # noqa: E402
 
@@ -58,6 +60,20 @@ def device_batches(pipe: train.Pipeline, count: int) -> list[tuple[int, jax.Arra
         if len(out) == count:
             break
     return jax.block_until_ready(out)
+
+
+def donating_step(
+    pipe: train.Pipeline, tx: Any, params: Any = None
+) -> tuple[Callable[..., Any], list[Any]]:
+    """The jitted step and a fresh ``[params, opt_state]``, as ``run_stage`` uses them.
+
+    The step donates params and optimizer state to its outputs (``run_stage``'s
+    setting), so it starts from a copy of ``params`` (default ``pipe.init_params``):
+    the caller's arrays survive, and two variants never share buffers.
+    """
+    params = jax.tree.map(jnp.copy, pipe.init_params if params is None else params)
+    step = admmjax.make_train_step(pipe.loss_fn, tx, donate=True)
+    return step, [params, pipe.replicate(tx.init(params))]
 
 
 def run_steps(
