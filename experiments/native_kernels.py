@@ -40,8 +40,6 @@ import functools
 import hashlib
 import importlib.metadata
 import os
-import platform
-import shutil
 import subprocess
 import tempfile
 import warnings
@@ -51,6 +49,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from experiments import cpu_kernels
 
 __all__ = [
     "KERNEL_GRAD_CHUNK",
@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "native_kernels.cc"
-OPT_OUT = "ADMMJAX_NATIVE_KERNELS"
+OPT_OUT = cpu_kernels.NATIVE_OPT_OUT
 CACHE_ENV = "ADMMJAX_CACHE_DIR"
 CXX_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 MAX_SEGMENT = 128  # KW * C: the kernels hold one kernel row in at most 8 zmm registers
@@ -86,17 +86,6 @@ TARGETS = (_FORWARD, _INPUT_GRAD, _KERNEL_GRAD, _MAX_POOL_GRAD)
 _reason: str | None = None
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def _cache_dir() -> Path:
     root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "admmjax")
     return Path(root) / "native"
@@ -111,7 +100,7 @@ def _build(cxx: str) -> Path:
         " ".join(CXX_FLAGS).encode(),
         version.stdout.encode(),
         importlib.metadata.version("jaxlib").encode(),
-        " ".join(sorted(_cpu_flags())).encode(),
+        " ".join(sorted(cpu_kernels.cpu_flags())).encode(),
     ):
         key.update(part)
     out_dir = _cache_dir()
@@ -138,19 +127,10 @@ def _build(cxx: str) -> Path:
 def available() -> bool:
     """Whether the kernels are built and registered (compiles them on the first call)."""
     global _reason
-    if os.environ.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off"):
-        _reason = f"switched off by {OPT_OUT}={os.environ[OPT_OUT]}"
-        return False
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        _reason = f"needs Linux on x86-64, this is {platform.system()} {platform.machine()}"
-        return False
-    if "avx512f" not in _cpu_flags():
-        _reason = "the CPU has no AVX-512 (avx512f not in /proc/cpuinfo)"
+    _reason = cpu_kernels.native_kernels_blocker()
+    if _reason is not None:
         return False
     cxx = os.environ.get("CXX") or "g++"
-    if shutil.which(cxx) is None:
-        _reason = f"no C++ compiler: {cxx!r} not found (set CXX)"
-        return False
     try:
         lib = ctypes.cdll.LoadLibrary(str(_build(cxx)))
         for target, symbol in (

@@ -13,7 +13,7 @@ import pytest
 from _conv_cases import xla_case
 from _conv_cases import xla_conv as _xla
 
-from experiments import conv, native_kernels
+from experiments import conv, cpu_kernels, native_kernels
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_built_here_or_says_why():
     """On an AVX-512 Linux machine with g++ (this project's) the kernels must build;
     elsewhere the reason is reported and experiments.conv keeps its JAX gradients."""
-    if "avx512f" in native_kernels._cpu_flags() and os.environ.get(native_kernels.OPT_OUT) != "0":
+    if "avx512f" in cpu_kernels.cpu_flags() and os.environ.get(native_kernels.OPT_OUT) != "0":
         assert native_kernels.available(), native_kernels.unavailable_reason()
         assert native_kernels.unavailable_reason() is None
     else:
@@ -112,6 +112,30 @@ def test_opt_out_is_reported():
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == f"False switched off by {native_kernels.OPT_OUT}=0"
+
+
+@pytest.mark.parametrize("native_opt_out", ["1", "0"])
+def test_ynnpack_fusion_set_follows_the_native_kernels(native_opt_out):
+    """A fresh process picks ``dot,reduce`` where the native kernels can run, else the
+    elementwise fusions too; an ``XLA_FLAGS`` that names the option is left alone."""
+    code = "import os, experiments; print(os.environ['XLA_FLAGS'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", cpu_kernels.OPT_OUT)}
+    env[cpu_kernels.NATIVE_OPT_OUT] = native_opt_out
+
+    def flags(**extra: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env={**env, **extra},
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return out.stdout.strip()
+
+    runs_here = native_opt_out == "1" and cpu_kernels.native_kernels_blocker() is None
+    expected = cpu_kernels.YNN_FLAG if runs_here else cpu_kernels.YNN_FLAG_WITHOUT_NATIVE
+    assert flags() == expected
+    if native_opt_out == "0":
+        assert expected.endswith("=dot,eltwise,reduce")
+    by_hand = f"{cpu_kernels.YNN_OPTION}=dot"
+    assert flags(XLA_FLAGS=by_hand) == by_hand
 
 
 @needs_native

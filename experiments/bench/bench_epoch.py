@@ -43,6 +43,7 @@ if str(REPO) not in sys.path:  # run as a script: make `admmjax`, `experiments` 
 
 from experiments import native_kernels  # noqa: E402
 from experiments.cpu_kernels import OPT_OUT, YNN_FLAG, YNN_OPTION  # noqa: E402
+from experiments.cpu_kernels import YNN_FLAG_WITHOUT_NATIVE as YNN_ELTWISE  # noqa: E402
 
 ONEDNN_FLAG = "--xla_cpu_use_onednn=true"
 # name -> (XLA_FLAGS, CPU devices, global batch, max pooling, gradients of the
@@ -53,17 +54,17 @@ CONFIGS: dict[str, tuple[str, int, int, str, str]] = {
     "default, reduce_window pool": ("", 1, 128, "reduce_window", "xla"),
     "default, 2 devices": ("", 2, 128, "reshape", "xla"),
     "oneDNN": (ONEDNN_FLAG, 1, 128, "reshape", "xla"),
-    "YNNPACK": (YNN_FLAG, 1, 128, "reshape", "xla"),
-    "YNNPACK + banded input gradient": (YNN_FLAG, 1, 128, "reshape", "banded"),
-    "YNNPACK + banded, 2 devices": (YNN_FLAG, 2, 128, "reshape", "banded"),
-    "YNNPACK + banded, batch 256": (YNN_FLAG, 1, 256, "reshape", "banded"),
-    "YNNPACK + native kernels (ours)": (YNN_FLAG, 1, 128, "reshape", "native"),
-    "YNNPACK + native, batch 256": (YNN_FLAG, 1, 256, "reshape", "native"),
-    "native, YNNPACK dot,reduce": (f"{YNN_OPTION}=dot,reduce", 1, 128, "reshape", "native"),
+    "YNNPACK": (YNN_ELTWISE, 1, 128, "reshape", "xla"),
+    "YNNPACK + banded input gradient": (YNN_ELTWISE, 1, 128, "reshape", "banded"),
+    "YNNPACK + banded, 2 devices": (YNN_ELTWISE, 2, 128, "reshape", "banded"),
+    "YNNPACK + banded, batch 256": (YNN_ELTWISE, 1, 256, "reshape", "banded"),
+    "native kernels + YNNPACK dot,reduce (ours)": (YNN_FLAG, 1, 128, "reshape", "native"),
+    "native, batch 256": (YNN_FLAG, 1, 256, "reshape", "native"),
+    "native, YNNPACK dot,eltwise,reduce": (YNN_ELTWISE, 1, 128, "reshape", "native"),
     "native, YNNPACK dot": (f"{YNN_OPTION}=dot", 1, 128, "reshape", "native"),
     "native, XLA default flags": ("", 1, 128, "reshape", "native"),
 }
-OURS = "YNNPACK + native kernels (ours)"
+OURS = "native kernels + YNNPACK dot,reduce (ours)"
 # Where the native kernels do not build (no AVX-512 or compiler), --quick times the
 # banded gradients instead.
 QUICK_CONFIGS = ("default", OURS)
