@@ -53,6 +53,11 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def compiler() -> str:
+    """The C++ compiler the native kernels are built with: ``$CXX``, else ``g++``."""
+    return os.environ.get("CXX") or "g++"
+
+
 def native_kernels_blocker() -> str | None:
     """Why :mod:`experiments.native_kernels` cannot run here, or ``None`` if nothing
     stands in the way before compiling them (opt-out, platform, AVX-512, compiler)."""
@@ -62,7 +67,7 @@ def native_kernels_blocker() -> str | None:
         return f"needs Linux on x86-64, this is {platform.system()} {platform.machine()}"
     if "avx512f" not in cpu_flags():
         return "the CPU has no AVX-512 (avx512f not in /proc/cpuinfo)"
-    cxx = os.environ.get("CXX") or "g++"
+    cxx = compiler()
     if shutil.which(cxx) is None:
         return f"no C++ compiler: {cxx!r} not found (set CXX)"
     return None

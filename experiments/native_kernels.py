@@ -130,9 +130,8 @@ def available() -> bool:
     _reason = cpu_kernels.native_kernels_blocker()
     if _reason is not None:
         return False
-    cxx = os.environ.get("CXX") or "g++"
     try:
-        lib = ctypes.cdll.LoadLibrary(str(_build(cxx)))
+        lib = ctypes.cdll.LoadLibrary(str(_build(cpu_kernels.compiler())))
         for target, symbol in (
             (_FORWARD, lib.AdmmjaxConvForward),
             (_INPUT_GRAD, lib.AdmmjaxConvInputGrad),

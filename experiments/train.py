@@ -773,8 +773,9 @@ def run_stage(
     # Restored or freshly initialised state may sit on one device; put it on the mesh.
     params, opt_state, admm_state = pipe.replicate((params, opt_state, admm_state))
     # Each step donates params and optimizer state to its outputs (updated in place, no
-    # fresh buffers per step: the W-step ran 4-5% slower without, bench_wstep.py). One
-    # copy first, so arrays the caller still holds (e.g. pipe.init_params) survive.
+    # fresh buffers per step: LeNet-300-100's W-step ran 6-8% slower without, results
+    # README "Benchmarks"). One copy first, so arrays the caller still holds (e.g.
+    # pipe.init_params) survive.
     params, opt_state = jax.tree.map(jnp.copy, (params, opt_state))
     masks = opt_state.masks if isinstance(opt_state, admmjax.KeepPrunedState) else None
     step_fn = admmjax.make_train_step(pipe.loss_fn, pipe.transform(stage, masks), donate=True)

@@ -62,16 +62,14 @@ def device_batches(pipe: train.Pipeline, count: int) -> list[tuple[int, jax.Arra
     return jax.block_until_ready(out)
 
 
-def donating_step(
-    pipe: train.Pipeline, tx: Any, params: Any = None
-) -> tuple[Callable[..., Any], list[Any]]:
+def donating_step(pipe: train.Pipeline, tx: Any) -> tuple[Callable[..., Any], list[Any]]:
     """The jitted step and a fresh ``[params, opt_state]``, as ``run_stage`` uses them.
 
     The step donates params and optimizer state to its outputs (``run_stage``'s
-    setting), so it starts from a copy of ``params`` (default ``pipe.init_params``):
-    the caller's arrays survive, and two variants never share buffers.
+    setting), so it starts from a copy of ``pipe.init_params``: those arrays survive,
+    and two variants never share buffers.
     """
-    params = jax.tree.map(jnp.copy, pipe.init_params if params is None else params)
+    params = jax.tree.map(jnp.copy, pipe.init_params)
     step = admmjax.make_train_step(pipe.loss_fn, tx, donate=True)
     return step, [params, pipe.replicate(tx.init(params))]
 
