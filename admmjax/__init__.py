@@ -40,12 +40,14 @@ from admmjax._select import keep_mask, keep_mask_top_k
 from admmjax._sparsity import (
     Constraint,
     Keep,
+    is_layer_weight,
     leaf_paths,
     sparsity_by_path,
     target_counts,
     targeted_leaves,
     uniform_sparsity,
 )
+from admmjax._stacked import Stacked, stacked_axes_from_nnx
 from admmjax._step import make_train_step
 
 __version__ = "0.1.0"
@@ -64,6 +66,7 @@ __all__ = [
     "SparseParams",
     "SparseQuantized",
     "SparsityReport",
+    "Stacked",
     "Structured",
     "apply_masks",
     "decode_sparse",
@@ -71,6 +74,7 @@ __all__ = [
     "freeze_quantized",
     "global_to_targets",
     "init",
+    "is_layer_weight",
     "keep_mask",
     "keep_mask_top_k",
     "keep_pruned",
@@ -86,6 +90,7 @@ __all__ = [
     "sparse_to_bytes",
     "sparsity_by_path",
     "sparsity_report",
+    "stacked_axes_from_nnx",
     "target_counts",
     "targeted_leaves",
     "uniform_sparsity",

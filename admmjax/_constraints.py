@@ -282,18 +282,24 @@ class Structured(Constraint):
 class NM(Constraint):
     """``n:m`` sparsity: at most ``n`` nonzeros in each run of ``m`` consecutive entries.
 
-    Runs are taken along ``axis`` (default ``-2``: the input dimension of Flax
-    ``Linear`` ``(in, out)`` and ``Conv`` ``(H, W, in, out)`` kernels, as in 2:4
-    sparse tensor cores); the axis length must be a multiple of ``m``. Each group
-    keeps its ``n`` largest magnitudes, the lowest positions on ties, so every mask
-    has exactly ``n`` of every ``m`` entries (the projection's nonzeros are fewer only
-    where a group has fewer nonzeros). NaN ranks above every magnitude, as in
+    Runs are taken along ``axis``: an int, or a tuple of axes, in which case those
+    axes are moved to the end in the given order and flattened in C order (the last
+    listed axis varies fastest), and runs are ``m`` consecutive entries of that
+    flattened index, for every index of the other axes. E.g. ``axis=(0, 1)`` on an
+    attention output kernel ``(heads, head_dim, embed)`` groups along its
+    ``heads * head_dim`` contraction. The grouped length must be a multiple of ``m``.
+    Default (``axis=None``): the input axis for rank-2 ``(in, out)`` and rank-4 HWIO
+    ``(H, W, in, out)`` kernels (axis ``-2``, as in 2:4 sparse tensor cores); any
+    other rank has no default and needs an explicit ``axis=``. Each group keeps its
+    ``n`` largest magnitudes, the lowest positions on ties, so every mask has exactly
+    ``n`` of every ``m`` entries (the projection's nonzeros are fewer only where a
+    group has fewer nonzeros). NaN ranks above every magnitude, as in
     ``admmjax.project``.
     """
 
     n: int
     m: int
-    axis: int = -2
+    axis: int | tuple[int, ...] | None = None
 
     def __post_init__(self):
         n = _int("NM", "n", self.n, 0)
@@ -302,14 +308,36 @@ class NM(Constraint):
             raise ValueError(f"NM(n, m) needs n <= m, got NM({n}, {m})")
         object.__setattr__(self, "n", n)
         object.__setattr__(self, "m", m)
-        object.__setattr__(self, "axis", _int("NM", "axis", self.axis, -(2**31)))
+        axis = self.axis
+        if isinstance(axis, Sequence) and not isinstance(axis, str):
+            if not axis:
+                raise ValueError("NM: axis must name at least one axis")
+            axis = tuple(_int("NM", "axis", a, -(2**31)) for a in axis)
+        elif axis is not None:
+            axis = _int("NM", "axis", axis, -(2**31))
+        object.__setattr__(self, "axis", axis)
+
+    def _group_axes(self, shape: tuple[int, ...], path: str = "<leaf>") -> tuple[int, ...]:
+        owner = f"NM({self.n}, {self.m})"
+        if self.axis is None:
+            if len(shape) not in (2, 4):
+                raise ValueError(
+                    f"target for '{path}': {owner} has no default axis for a rank-"
+                    f"{len(shape)} leaf of shape {shape} (the default, the input axis, "
+                    f"is defined for rank-2 (in, out) and rank-4 (H, W, in, out) kernels "
+                    f"only); pass the contraction axis, e.g. NM({self.n}, {self.m}, "
+                    f"axis=0) or a tuple such as axis=(0, 1)"
+                )
+            return (len(shape) - 2,)
+        return _axes(path, owner, self.axis, shape)
 
     def validate(self, path: str, shape: tuple[int, ...]) -> None:
-        (axis,) = _axes(path, f"NM({self.n}, {self.m})", self.axis, shape)
-        if shape[axis] % self.m:
+        axes = self._group_axes(shape, path)
+        length = math.prod(shape[a] for a in axes)
+        if length % self.m:
             raise ValueError(
                 f"target for '{path}': NM({self.n}, {self.m}) groups axis {self.axis} of "
-                f"shape {shape} in runs of {self.m}, but its length {shape[axis]} is not "
+                f"shape {shape} in runs of {self.m}, but its length {length} is not "
                 f"a multiple of {self.m}"
             )
 
@@ -319,8 +347,9 @@ class NM(Constraint):
     def _project(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         if x.size == 0:
             return x, jnp.zeros(x.shape, bool)
-        axis = self.axis % x.ndim
-        keys = jnp.moveaxis(magnitude_keys(x).reshape(x.shape), axis, -1)
+        axes = self._group_axes(x.shape)
+        tail = list(range(x.ndim - len(axes), x.ndim))
+        keys = jnp.moveaxis(magnitude_keys(x).reshape(x.shape), axes, tail)
         moved_shape = keys.shape
         keys = keys.reshape(-1, self.m)
         if self.m <= 16:
@@ -331,7 +360,7 @@ class NM(Constraint):
         else:
             order = jnp.argsort(~keys, axis=-1, stable=True)  # descending, ties by index
             rank = jnp.argsort(order, axis=-1)
-        mask = jnp.moveaxis((rank < self.n).reshape(moved_shape), -1, axis)
+        mask = jnp.moveaxis((rank < self.n).reshape(moved_shape), tail, axes)
         return jnp.where(mask, x, jnp.zeros((), x.dtype)), mask
 
 

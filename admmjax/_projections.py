@@ -138,7 +138,8 @@ def project_global(tree: PyTree, sparsity: float | Any, include: Include = None)
     Keeps the ``k = N - floor(s N)`` entries of largest magnitude among the ``N``
     entries of the selected leaves, wherever they are: layers compete for the
     budget. ``sparsity`` may also be ``Keep(k)``. ``include`` selects leaves as in
-    :func:`uniform_sparsity` (default: ``ndim >= 2``). Ties break by position in
+    :func:`uniform_sparsity` (default: ``kernel``/``weight`` leaves, never biases,
+    norm parameters or embeddings). Ties break by position in
     the flattened concatenation of the selected leaves.
     """
     treedef, masks = global_masks(tree, sparsity, include)

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from admmjax._sparsity import _include_fn, path_str, resolve_targets
+from admmjax._stacked import Stacked
 
 PyTree = Any
 
@@ -98,17 +99,23 @@ class SparsityReport:
         return self.to_markdown()
 
 
-def sparsity_report(params: PyTree, targets: PyTree = None, *, include=None) -> SparsityReport:
+def sparsity_report(
+    params: PyTree, targets: PyTree = None, *, include=None, per_slice: bool = False
+) -> SparsityReport:
     """Counts weights and nonzeros per leaf.
 
     Rows cover the targeted leaves when ``targets`` is given (the pruned layers, as
     in the paper's tables), else the leaves selected by ``include`` (default:
-    ``ndim >= 2``). Totals and ``compression`` are over those rows. Host-side: it
-    reads concrete arrays.
+    ``kernel``/``weight`` leaves, as in :func:`admmjax.uniform_sparsity`). Totals and
+    ``compression`` are over those rows. With ``per_slice=True`` a leaf whose target
+    is :class:`admmjax.Stacked` gets one row per slice, ``path[i]`` (``path[i,j]``
+    for several stacked axes), instead of one row. Host-side: it reads concrete
+    arrays.
     """
     if targets is not None:
         _, leaves = resolve_targets(params, targets)
         chosen = [(t.path, t.leaf) for t in leaves if t.spec is not None]
+        stacked = {t.path: t.spec for t in leaves if isinstance(t.spec, Stacked)}
     else:
         select = _include_fn(include)
         chosen = [
@@ -116,8 +123,15 @@ def sparsity_report(params: PyTree, targets: PyTree = None, *, include=None) -> 
             for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
             if select(path_str(p), leaf)
         ]
+        stacked = {}
     rows = []
     for path, leaf in chosen:
         arr = np.asarray(leaf)
+        if per_slice and path in stacked:
+            slices, lead = stacked[path].slices(arr)
+            for index, part in zip(np.ndindex(*lead), slices, strict=True):
+                name = f"{path}[{','.join(map(str, index))}]"
+                rows.append(LeafRow(name, part.shape, int(part.size), int(np.count_nonzero(part))))
+            continue
         rows.append(LeafRow(path, tuple(arr.shape), int(arr.size), int(np.count_nonzero(arr))))
     return SparsityReport(tuple(rows))

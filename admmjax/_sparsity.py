@@ -248,17 +248,57 @@ def targeted_leaves(params: PyTree, targets: PyTree) -> dict[str, Any]:
     return {t.path: t.leaf for t in leaves if t.spec is not None}
 
 
+#: Last path components the default selection prunes: dense and convolution weights.
+DEFAULT_WEIGHT_NAMES = ("kernel", "weight")
+
+
+def is_layer_weight(path: str, leaf: Any) -> bool:
+    """The default selection: a leaf named ``kernel`` or ``weight`` with ``ndim >= 2``.
+
+    The name is the last ``/``-separated path component, so Linen's ``Dense_0/kernel``,
+    NNX's ``linear/kernel`` (trailing ``value`` dropped) and a plain dict's
+    ``fc1/weight`` are selected, stacked or not; biases, norm scales and offsets
+    (``scale``, ``bias``, a 1-D PyTorch-style norm ``weight``) and embeddings
+    (``embedding``, ``embed``, ``wte``, ``wpe``) are not.
+    """
+    return path.rsplit("/", 1)[-1] in DEFAULT_WEIGHT_NAMES and jnp.ndim(leaf) >= 2
+
+
 def _include_fn(include: Include) -> Callable[[str, Any], bool]:
     if include is None:
-        return lambda path, leaf: jnp.ndim(leaf) >= 2
+        return is_layer_weight
     if callable(include):
         return include
     patterns = [include] if isinstance(include, str) else list(include)
     return lambda path, leaf: any(fnmatch.fnmatchcase(path, pat) for pat in patterns)
 
 
+StackedAxes = Mapping[str, int | tuple[int, ...]] | None
+
+
+def _wrap_stacked(paths: list[str], specs: list, stacked: StackedAxes) -> list:
+    """Wraps the targets of paths matching a ``stacked`` glob in ``Stacked(spec, axis)``."""
+    if not stacked:
+        return specs
+    from admmjax._stacked import Stacked  # _stacked builds on this module
+
+    unused = [pat for pat in stacked if not any(fnmatch.fnmatchcase(p, pat) for p in paths)]
+    if unused:
+        raise ValueError(f"stacked pattern(s) {unused} match no parameter path; paths: {paths}")
+    out = []
+    for p, spec in zip(paths, specs, strict=True):
+        match = next((pat for pat in stacked if fnmatch.fnmatchcase(p, pat)), None)
+        wrap = match is not None and spec is not None and not isinstance(spec, Stacked)
+        out.append(Stacked(spec, stacked[match]) if wrap else spec)
+    return out
+
+
 def uniform_sparsity(
-    params: PyTree, sparsity: float | Keep | Constraint, include: Include = None
+    params: PyTree,
+    sparsity: float | Keep | Constraint,
+    include: Include = None,
+    *,
+    stacked: StackedAxes = None,
 ) -> PyTree:
     """The same sparsity on every selected leaf, ``None`` (dense) elsewhere.
 
@@ -266,20 +306,33 @@ def uniform_sparsity(
       params: the parameter pytree (NNX ``State``, Linen dict, nested dicts...).
       sparsity: fraction in ``[0, 1)`` to prune from each selected leaf, or any
         target leaf (``Keep(n)``, a :class:`Constraint` such as ``admmjax.NM(2, 4)``).
-      include: which leaves to prune. ``None`` (default) selects leaves with
-        ``ndim >= 2`` (kernels; biases stay dense); a callable
-        ``(path, leaf) -> bool``; or glob pattern(s) over paths like ``'fc1/kernel'``.
+      include: which leaves to prune. ``None`` (default) selects the weights of
+        dense and convolution layers: leaves whose last path component is ``kernel``
+        or ``weight`` and ``ndim >= 2`` (:func:`is_layer_weight`); biases, norm
+        scales/offsets and embeddings stay dense (select them by path to prune
+        them). Or a callable ``(path, leaf) -> bool``, or glob pattern(s) over
+        paths like ``'fc1/kernel'``.
+      stacked: ``{glob: axis}``: selected leaves whose path matches a glob hold
+        layers stacked along ``axis`` (an int or a tuple, e.g. ``{'layers/*': 0}``
+        for ``nnx.scan``); their target becomes ``Stacked(sparsity, axis)``, one
+        budget per layer (see :func:`stacked_axes_from_nnx`).
     """
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     select = _include_fn(include)
-    specs = [sparsity if select(path_str(p), leaf) else None for p, leaf in flat]
-    targets = treedef.unflatten(specs)
+    paths = [path_str(p) for p, _ in flat]
+    leaves = [leaf for _, leaf in flat]
+    specs = [sparsity if select(p, x) else None for p, x in zip(paths, leaves, strict=True)]
+    targets = treedef.unflatten(_wrap_stacked(paths, specs, stacked))
     resolve_targets(params, targets)  # validates the value once per leaf
     return targets
 
 
 def sparsity_by_path(
-    params: PyTree, patterns: Mapping[str, float | Keep | Constraint | None], default: Any = None
+    params: PyTree,
+    patterns: Mapping[str, float | Keep | Constraint | None],
+    default: Any = None,
+    *,
+    stacked: StackedAxes = None,
 ) -> PyTree:
     """Targets from glob patterns over leaf paths, e.g. ``{'conv*/kernel': 0.8}``.
 
@@ -290,7 +343,8 @@ def sparsity_by_path(
     Paths are ``'/'``-joined keys such as ``'Dense_0/kernel'`` (NNX's trailing
     ``value`` is dropped). ``*`` matches any characters, ``/`` included. The first
     matching pattern (in dict order) wins; unmatched leaves get ``default``.
-    A pattern that matches no leaf is an error naming it.
+    A pattern that matches no leaf is an error naming it. ``stacked`` wraps the
+    targets of matching paths in ``Stacked`` as in :func:`uniform_sparsity`.
     """
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     paths = [path_str(p) for p, _ in flat]
@@ -303,6 +357,6 @@ def sparsity_by_path(
     for p in paths:
         match = next((pat for pat in patterns if fnmatch.fnmatchcase(p, pat)), None)
         specs.append(default if match is None else patterns[match])
-    targets = treedef.unflatten(specs)
+    targets = treedef.unflatten(_wrap_stacked(paths, specs, stacked))
     resolve_targets(params, targets)
     return targets
