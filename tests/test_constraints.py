@@ -425,7 +425,7 @@ def test_constructor_errors():
 def test_constraints_are_static_hashable_values():
     a, b = Quantized([1, -1, 0], scale="learned"), Quantized(1, scale="learned")
     assert a == b and hash(a) == hash(b) and a.levels == (-1.0, 0.0, 1.0)
-    assert NM(2, 4) == NM(2, 4, axis=-2) != NM(2, 4, axis=0)
+    assert NM(2, 4) == NM(2, 4, axis=None) != NM(2, 4, axis=0)  # None: the input axis by rank
     assert Structured(Keep(2)) == Structured(Keep(2), -1)
     assert len({NM(2, 4), NM(2, 4), Structured(0.5), Structured(0.5)}) == 2
     assert jax.tree.leaves({"a": NM(2, 4), "b": SparseQuantized(0.5, 1)}) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -134,7 +136,7 @@ def test_nan_eager_raises_naming_path():
     with pytest.raises(ValueError, match="layer/w"):
         admmjax.project(_tree(x), _targets(0.5))
     with pytest.raises(ValueError, match="NaN"):
-        admmjax.project_global(_tree(x), 0.5)
+        admmjax.project_global(_tree(x), 0.5, include="*/w")
     # Dense leaves are not checked: NaN there is the training loop's business.
     t = {"layer": {"w": None}, "bias": None}
     admmjax.project(_tree(x), t)
@@ -171,7 +173,7 @@ def test_projections_of_sharded_leaves_over_4_devices(axis_type):
         assert out["w"].sharding.spec[0] == "x"  # layout preserved
     if axis_type == "Auto":
         return
-    out = jax.jit(admmjax.project_global)(tree, 0.75)
+    out = jax.jit(functools.partial(admmjax.project_global, include=["w", "v"]))(tree, 0.75)
     flat = np.concatenate([y.ravel(), x.ravel()])  # flattening order: 'v' before 'w'
     got = np.concatenate([np.asarray(out["v"]).ravel(), np.asarray(out["w"]).ravel()])
     np.testing.assert_array_equal(got, ref_project(flat, keep_of(0.75, flat.size)))
@@ -226,10 +228,10 @@ def test_project_global_matches_bruteforce_over_concatenation(tree, s):
 
 def test_project_global_layers_compete_for_budget():
     tree = {"big": jnp.full((3, 3), 10.0), "small": jnp.full((3, 3), 0.1)}
-    out = admmjax.project_global(tree, Keep(5))
+    out = admmjax.project_global(tree, Keep(5), include="*")
     assert np.count_nonzero(np.asarray(out["big"])) == 5
     assert np.count_nonzero(np.asarray(out["small"])) == 0
-    t = admmjax.global_to_targets(tree, Keep(5))
+    t = admmjax.global_to_targets(tree, Keep(5), include="*")
     assert t == {"big": Keep(5), "small": Keep(0)}
 
 
@@ -241,4 +243,4 @@ def test_project_global_include_and_errors():
     with pytest.raises(ValueError, match="selects no leaf"):
         admmjax.project_global(tree, 0.5, include="nothing*")
     with pytest.raises(ValueError, match=r"<global>.*1\.5"):
-        admmjax.project_global(tree, 1.5)
+        admmjax.project_global(tree, 1.5, include="w")

@@ -47,7 +47,7 @@ def test_targets_select_rows():
 
 
 def test_all_zero_is_infinite_compression():
-    r = admmjax.sparsity_report({"w": jnp.zeros((3, 3))})
+    r = admmjax.sparsity_report({"w": {"kernel": jnp.zeros((3, 3))}})
     assert math.isinf(r.compression) and math.isinf(r.rows[0].compression)
     assert r.kept_percent == 0.0
     empty = admmjax.sparsity_report({"b": jnp.ones(3)})
@@ -62,7 +62,7 @@ def test_markdown():
     assert lines[2] == "| fc1/kernel | 10x20 | 200 | 5 | 2.50% | 40.0x |"
     assert lines[3] == "| fc2/kernel | 4x5 | 20 | 19 | 95.00% | 1.1x |"
     assert lines[4] == "| **total** | | 220 | 24 | 10.91% | 9.2x |"
-    big = admmjax.sparsity_report({"w": jnp.ones((1000, 1000))})
+    big = admmjax.sparsity_report({"w": {"kernel": jnp.ones((1000, 1000))}})
     assert "| 1,000,000 | 1,000,000 |" in str(big)
 
 

@@ -75,12 +75,12 @@ def test_uniform_include_callable_and_globs():
 
 
 def test_uniform_keep_and_validation():
-    p = {"w": jnp.ones((4, 5)), "v": jnp.ones((2, 2))}
+    p = {"w": {"kernel": jnp.ones((4, 5))}, "v": {"kernel": jnp.ones((2, 2))}}
     t = admmjax.uniform_sparsity(p, Keep(3))
-    assert admmjax.target_counts(p, t) == {"w": 3, "v": 3}
-    with pytest.raises(ValueError, match=r"'v'.*Keep\(6\).*4 entries"):
+    assert admmjax.target_counts(p, t) == {"w": {"kernel": 3}, "v": {"kernel": 3}}
+    with pytest.raises(ValueError, match=r"'v/kernel'.*Keep\(6\).*4 entries"):
         admmjax.uniform_sparsity(p, Keep(6))
-    with pytest.raises(ValueError, match=r"'v'.*1\.0"):
+    with pytest.raises(ValueError, match=r"'v/kernel'.*1\.0"):
         admmjax.uniform_sparsity(p, 1.0)
 
 
