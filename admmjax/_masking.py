@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from admmjax._projections import _apply, leaf_projections
+from admmjax._sparsity import leaf_paths, path_str
 
 PyTree = Any
 
@@ -34,11 +35,57 @@ def prune(params: PyTree, targets: PyTree) -> tuple[PyTree, PyTree]:
     return treedef.unflatten(pruned), treedef.unflatten(masks)
 
 
-def apply_masks(tree: PyTree, masks: PyTree) -> PyTree:
-    """Zeros the entries of ``tree`` where ``masks`` is ``False``; ``None`` masks pass."""
+def _none(x: Any) -> bool:
+    return x is None
+
+
+def _check_mask_dtypes(masks: PyTree) -> None:
+    """Raises ``TypeError`` naming the path of the first mask leaf that is not boolean."""
+    for path, mask in jax.tree_util.tree_flatten_with_path(masks)[0]:
+        if jnp.result_type(mask) != jnp.bool_:
+            raise TypeError(
+                f"mask for '{path_str(path)}' has dtype {jnp.result_type(mask)}; expected "
+                "bool (True = kept), e.g. the masks returned by admmjax.prune"
+            )
+
+
+def check_masks(tree: PyTree, masks: PyTree) -> list:
+    """``masks`` flattened up to ``tree``'s leaves, after checking they fit it.
+
+    Each mask leaf must be ``None`` or a boolean array with exactly its leaf's shape
+    (no broadcasting). Raises ``ValueError`` / ``TypeError`` naming the leaf path.
+    """
     treedef = jax.tree.structure(tree)
-    leaves = treedef.flatten_up_to(tree)
-    return treedef.unflatten(_apply(leaves, treedef.flatten_up_to(masks)))
+    try:
+        flat_masks = treedef.flatten_up_to(masks)
+    except (ValueError, TypeError) as err:
+        want = leaf_paths(tree)
+        got = [
+            path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(masks, is_leaf=_none)[0]
+        ]
+        raise ValueError(
+            "masks do not have the structure of the params: missing paths "
+            f"{[p for p in want if p not in got][:8]}, unexpected paths "
+            f"{[p for p in got if p not in want][:8]}. Details: {err}"
+        ) from None
+    _check_mask_dtypes(masks)
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    for (path, leaf), mask in zip(flat, flat_masks, strict=True):
+        if mask is not None and jnp.shape(mask) != jnp.shape(leaf):
+            raise ValueError(
+                f"mask for '{path_str(path)}' has shape {jnp.shape(mask)}; expected the "
+                f"leaf's shape {jnp.shape(leaf)} (masks are not broadcast)"
+            )
+    return flat_masks
+
+
+def apply_masks(tree: PyTree, masks: PyTree) -> PyTree:
+    """Zeros the entries of ``tree`` where ``masks`` is ``False``; ``None`` masks pass.
+
+    ``masks`` must fit ``tree`` leaf for leaf (see :func:`check_masks`).
+    """
+    treedef = jax.tree.structure(tree)
+    return treedef.unflatten(_apply(treedef.flatten_up_to(tree), check_masks(tree, masks)))
 
 
 class KeepPrunedState(NamedTuple):
@@ -62,10 +109,16 @@ def keep_pruned(
     Args:
       tx: any optax transformation (extra keyword arguments are passed through).
       masks: as returned by :func:`prune`: booleans, ``None`` for dense leaves.
+
+    Raises (naming the leaf path) on a mask that is not boolean when ``keep_pruned``
+    is called, and on one whose shape or structure does not match the params at
+    ``init``, before any work.
     """
+    _check_mask_dtypes(masks)
     inner = optax.with_extra_args_support(tx)
 
     def init_fn(params: PyTree) -> KeepPrunedState:
+        check_masks(params, masks)
         # A copy: a train step that donates its optimizer state (make_train_step's
         # default) would otherwise delete the caller's mask arrays.
         return KeepPrunedState(inner.init(params), jax.tree.map(jnp.array, masks))

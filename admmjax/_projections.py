@@ -40,10 +40,16 @@ PyTree = Any
 
 
 def check_finite(path: str, leaf: Any) -> None:
-    """Raises on NaN in a concrete leaf; traced leaves are left alone (see module doc)."""
+    """Raises on NaN in a concrete leaf; traced leaves are left alone (see module doc).
+
+    A concrete leaf closed over inside ``jax.jit`` is checked too: the check runs
+    eagerly (``jax.ensure_compile_time_eval``), so it never becomes a traced bool.
+    """
     if isinstance(leaf, jax.core.Tracer) or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
         return
-    if bool(jnp.isnan(leaf).any()):
+    with jax.ensure_compile_time_eval():
+        has_nan = bool(jnp.isnan(leaf).any())
+    if has_nan:
         raise ValueError(
             f"leaf '{path}' contains NaN; magnitudes of NaN have no order. Under jax.jit "
             "no check runs and NaN entries rank above +inf, so they are kept and propagate."
