@@ -9,6 +9,8 @@ The public API::
     state, info = admmjax.update(state, params, targets)        # Z- and U-steps
     params, masks = admmjax.prune(params, targets)              # hard prune
     tx = admmjax.keep_pruned(optax.adam(1e-3), masks)           # masked retraining
+    tx = admmjax.admm(optax.adam(1e-3), targets, rho=1e-3, every=500)  # or all in one
+    z, u = admmjax.admm_state(opt_state).admm[:2]               # ... in any opt_state
     print(admmjax.sparsity_report(params, targets))
     targets = admmjax.sparsity_by_path(params, {                # other constraint sets
         "conv*/kernel": admmjax.Structured(0.5, axis=-1),       # half of the filters
@@ -19,6 +21,8 @@ The public API::
 
 Files: ``admmjax.checkpoint`` (orbax) and ``admmjax.sparse_io`` (``save_sparse`` /
 ``load_sparse``, NumPy only) are the two modules that do I/O; import them explicitly.
+``admmjax.flax`` (BatchNorm statistics after pruning) is the one module that needs
+Flax; import it explicitly too.
 """
 
 from admmjax._admm import ADMMInfo, ADMMState, init, penalty, penalty_value, update
@@ -47,6 +51,7 @@ from admmjax._sparsity import (
     uniform_sparsity,
 )
 from admmjax._step import make_train_step
+from admmjax._transform import ADMMTransformState, admm, admm_state
 
 __version__ = "0.1.0"
 
@@ -54,6 +59,7 @@ __all__ = [
     "NM",
     "ADMMInfo",
     "ADMMState",
+    "ADMMTransformState",
     "Constraint",
     "Keep",
     "KeepPrunedState",
@@ -65,6 +71,8 @@ __all__ = [
     "SparseQuantized",
     "SparsityReport",
     "Structured",
+    "admm",
+    "admm_state",
     "apply_masks",
     "decode_sparse",
     "encode_sparse",
