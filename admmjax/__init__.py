@@ -21,8 +21,6 @@ The public API::
 
 Files: ``admmjax.checkpoint`` (orbax) and ``admmjax.sparse_io`` (``save_sparse`` /
 ``load_sparse``, NumPy only) are the two modules that do I/O; import them explicitly.
-``admmjax.flax`` (BatchNorm statistics after pruning) is the one module that needs
-Flax; import it explicitly too.
 """
 
 from admmjax._admm import ADMMInfo, ADMMState, init, penalty, penalty_value, update
