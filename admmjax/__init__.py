@@ -9,6 +9,8 @@ The public API::
     state, info = admmjax.update(state, params, targets)        # Z- and U-steps
     params, masks = admmjax.prune(params, targets)              # hard prune
     tx = admmjax.keep_pruned(optax.adam(1e-3), masks)           # masked retraining
+    tx = admmjax.admm(optax.adam(1e-3), targets, rho=1e-3, every=500)  # or all in one
+    z, u = admmjax.admm_state(opt_state).admm[:2]               # ... in any opt_state
     print(admmjax.sparsity_report(params, targets))
     targets = admmjax.sparsity_by_path(params, {                # other constraint sets
         "conv*/kernel": admmjax.Structured(0.5, axis=-1),       # half of the filters
@@ -49,6 +51,7 @@ from admmjax._sparsity import (
 )
 from admmjax._stacked import Stacked, stacked_axes_from_nnx
 from admmjax._step import make_train_step
+from admmjax._transform import ADMMTransformState, admm, admm_state
 
 __version__ = "0.1.0"
 
@@ -56,6 +59,7 @@ __all__ = [
     "NM",
     "ADMMInfo",
     "ADMMState",
+    "ADMMTransformState",
     "Constraint",
     "Keep",
     "KeepPrunedState",
@@ -68,6 +72,8 @@ __all__ = [
     "SparsityReport",
     "Stacked",
     "Structured",
+    "admm",
+    "admm_state",
     "apply_masks",
     "decode_sparse",
     "encode_sparse",

@@ -80,12 +80,16 @@ class ADMMInfo(NamedTuple):
     converged: jax.Array
 
 
-def init(params: PyTree, targets: PyTree) -> ADMMState:
-    """:math:`Z^0 = \\Pi_S(W^0)`, :math:`U^0 = 0`; ``None`` at leaves without a target."""
+def init(params: PyTree, targets: PyTree, *, dtype: Any = None) -> ADMMState:
+    """:math:`Z^0 = \\Pi_S(W^0)`, :math:`U^0 = 0`; ``None`` at leaves without a target.
+
+    ``dtype`` (``None``: each leaf's own) is the dtype of Z and U: ``jnp.float32``
+    for bf16/fp16 params, whose rounding would erase U's small increments
+    :math:`W - Z`; :func:`penalty` and :func:`update` then compute in float32.
+    """
     treedef, proj = leaf_projections(params, targets)
-    leaves = treedef.flatten_up_to(params)
-    z = [None if p is None else p[0] for p in proj]
-    u = [None if p is None else jnp.zeros_like(w) for w, p in zip(leaves, proj, strict=True)]
+    z = [None if p is None else p[0].astype(dtype or p[0].dtype) for p in proj]
+    u = [None if zi is None else jnp.zeros_like(zi) for zi in z]
     return ADMMState(
         treedef.unflatten(z), treedef.unflatten(u), jnp.zeros((), jnp.int32),
         treedef.unflatten(_anchor(z, u)),
