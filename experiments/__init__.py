@@ -1,6 +1,5 @@
-"""Experiments built on admmjax: data, models and the training pipeline."""
+"""Experiments built on admmjax: data, models and the training pipeline.
 
-from experiments.cpu_kernels import enable_fast_cpu_kernels
-
-# Before any JAX computation: XLA reads XLA_FLAGS when its CPU backend starts.
-enable_fast_cpu_kernels()
+Importing any module of this package changes no global state; the CLIs pick the CPU
+kernels and XLA flags at start-up with :func:`experiments.kernels.configure_cpu`.
+"""

@@ -64,6 +64,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from experiments.kernels import configure_cpu
+
 __all__ = [
     "BVLC_MEAN_RGB",
     "INPUT_SHAPE",
@@ -277,6 +279,7 @@ def convert_caffe(blobs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     p = argparse.ArgumentParser(
         prog="python -m experiments.alexnet",
         description="Convert Caffe bvlc_alexnet blobs (an .npz keyed 'conv1/0', 'conv1/1', "

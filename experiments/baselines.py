@@ -48,6 +48,7 @@ import optax
 
 import admmjax
 from experiments import train
+from experiments.kernels import configure_cpu
 
 METHODS = ("admm", "one_shot", "iterative", "gradual")
 CONFIGS = {
@@ -350,6 +351,7 @@ def write_table(out_dir: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(CONFIGS), help="model to sweep")
     parser.add_argument(

@@ -17,6 +17,7 @@ from typing import Any
 import admmjax
 from admmjax.checkpoint import load_pytree
 from experiments import train
+from experiments.kernels import configure_cpu
 
 
 def load_run(workdir: str, data_dir: str | None = None) -> train.Config:
@@ -76,6 +77,7 @@ def evaluate_workdir(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     p = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__)
     p.add_argument("workdir", help="a workdir written by experiments.mnist")
     p.add_argument("--data-dir", help="TFDS data dir (default: the run's, or $TFDS_DATA_DIR)")

@@ -36,6 +36,7 @@ import admmjax
 from admmjax.sparse_io import SUFFIX, load_sparse, save_sparse
 from experiments import evaluate
 from experiments.bench.env import environment
+from experiments.kernels import configure_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -155,6 +156,7 @@ def format_sizes(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(
         prog="python -m experiments.export", description=__doc__.split("\n\n")[0]

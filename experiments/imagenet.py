@@ -30,6 +30,7 @@ import jax
 from admmjax import parallel
 from experiments import alexnet, imagenet_data, mnist, train
 from experiments import models as models_lib
+from experiments.kernels import configure_cpu
 
 MODEL = "alexnet"
 
@@ -132,6 +133,7 @@ def check_run(cfg: train.Config, workdir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from experiments import data as data_lib
+from experiments.kernels import configure_cpu
 
 __all__ = [
     "CROP",
@@ -530,6 +531,7 @@ def write_synthetic_archives(
 
 
 def main(argv: list[str] | None = None) -> None:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     import argparse
 
     p = argparse.ArgumentParser(

@@ -42,6 +42,7 @@ import numpy as np
 from jax.extend import core as jcore
 
 import admmjax
+from experiments.kernels import configure_cpu
 
 __all__ = ["MacReport", "MacRow", "count_macs", "mac_report", "planned_kept"]
 
@@ -347,6 +348,7 @@ def config_report(path: str) -> MacReport:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     p = argparse.ArgumentParser(
         prog="python -m experiments.macs",
         description="Weights and multiply-accumulates per layer before and after pruning "

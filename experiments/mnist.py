@@ -31,6 +31,7 @@ import jax
 from admmjax import parallel
 from experiments import models as models_lib
 from experiments import train
+from experiments.kernels import configure_cpu
 
 DEFAULTS = train.Config()
 
@@ -484,6 +485,7 @@ def check_workdir(cfg: train.Config, workdir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -22,9 +22,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax import lax
 
-from experiments import conv, native_kernels
+from experiments import kernels
 from experiments.alexnet import AlexNet
 
 __all__ = [
@@ -37,65 +36,6 @@ __all__ = [
 ]
 
 ApplyFn = Callable[..., jax.Array]
-
-
-def _reshape_max(x: jax.Array) -> jax.Array:
-    n, h, w, c = x.shape
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
-
-
-@jax.custom_vjp
-def _max_pool_2x2_vjp(x: jax.Array) -> jax.Array:
-    return _reshape_max(x)
-
-
-def _max_pool_2x2_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return _reshape_max(x), x
-
-
-def _max_pool_2x2_grad(x: jax.Array, g: jax.Array) -> jax.Array:
-    n, h, w, c = x.shape
-    windows = x.reshape(n, h // 2, 2, w // 2, 2, c)
-    hit = windows == windows.max(axis=(2, 4), keepdims=True)
-    ties = hit.sum(axis=(2, 4), keepdims=True).astype(g.dtype)
-    share = g[:, :, None, :, None, :] / ties
-    return jnp.where(hit, share, jnp.zeros_like(share)).reshape(n, h, w, c)
-
-
-def _max_pool_2x2_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:
-    # On a single-device CPU the same arithmetic in one pass (experiments.native_kernels):
-    # XLA splits it into four passes over the pooled input.
-    if native_kernels.use_on_cpu(x.dtype):
-        cpu = native_kernels.max_pool_2x2_grad
-        return (lax.platform_dependent(x, g, cpu=cpu, default=_max_pool_2x2_grad),)
-    return (_max_pool_2x2_grad(x, g),)
-
-
-_max_pool_2x2_vjp.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
-
-
-@jax.custom_jvp
-def _max_pool_2x2(x: jax.Array) -> jax.Array:
-    """2x2 stride-2 max pooling of NHWC ``x`` with even H and W.
-
-    Same values as ``nnx.max_pool(x, (2, 2), strides=(2, 2))``, but written as a
-    reshape + max: on CPU the gradient of ``lax.reduce_window`` (select_and_scatter)
-    made LeNet-5's training step ~1.8x slower (59 ms vs 32 ms per batch of 128). On an
-    exact tie the gradient is split between the tied inputs instead of going to one.
-
-    The gradient is JAX's own for ``max`` (bit for bit, ties included), written out
-    (``_max_pool_2x2_bwd``) so that the backward pass recomputes the window maxima
-    from ``x`` instead of keeping a float mask of the maxima from the forward pass:
-    4-6% faster LeNet-5 steps on the 2-core CPU (interleaved A/B in one process,
-    twice). As in :func:`experiments.conv.conv2d_valid`, the primal is plain JAX
-    (``sparsify`` works) and forward-mode autodiff is not supported.
-    """
-    return _reshape_max(x)
-
-
-@_max_pool_2x2.defjvp
-def _max_pool_2x2_jvp(primals, tangents):
-    return jax.jvp(_max_pool_2x2_vjp, primals, tangents)
 
 
 class LeNet300100(nnx.Module):
@@ -136,7 +76,7 @@ class LeNet5(nnx.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         # experiments.conv: XLA's convolution with a cheaper input gradient on CPU.
-        conv_kw = dict(padding="VALID", conv_general_dilated=conv.conv_general_dilated)
+        conv_kw = dict(padding="VALID", conv_general_dilated=kernels.conv_general_dilated)
         self.conv1 = nnx.Conv(1, 20, (5, 5), rngs=rngs, **conv_kw)
         self.conv2 = nnx.Conv(20, 50, (5, 5), rngs=rngs, **conv_kw)
         self.fc1 = nnx.Linear(4 * 4 * 50, 500, rngs=rngs)
@@ -152,8 +92,8 @@ class LeNet5(nnx.Module):
                 f"LeNet5(dropout={self.dropout.rate}) called with train=True needs "
                 "rngs=<jax.random key> for the dropout mask"
             )
-        x = _max_pool_2x2(self.conv1(x))  # (N, 24, 24, 20) -> (N, 12, 12, 20)
-        x = _max_pool_2x2(self.conv2(x))  # (N, 8, 8, 50) -> (N, 4, 4, 50)
+        x = kernels.max_pool_2x2(self.conv1(x))  # (N, 24, 24, 20) -> (N, 12, 12, 20)
+        x = kernels.max_pool_2x2(self.conv2(x))  # (N, 8, 8, 50) -> (N, 4, 4, 50)
         x = x.reshape((x.shape[0], -1))
         x = nnx.relu(self.fc1(x))
         x = self.dropout(x, deterministic=not train, rngs=rngs)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from admmjax import SparseParams
+from experiments.kernels import configure_cpu
 
 __all__ = ["default_data_dir", "sparse_sizes_markdown", "strip_outputs"]
 
@@ -100,6 +101,7 @@ def strip_outputs(path: str | os.PathLike) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     p = argparse.ArgumentParser(prog="python -m experiments.notebook_utils")
     sub = p.add_subparsers(dest="command", required=True)
     strip = sub.add_parser("strip", help="clear outputs and execution counts in place")

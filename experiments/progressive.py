@@ -32,6 +32,7 @@ import os
 from typing import Any
 
 from experiments import train
+from experiments.kernels import configure_cpu
 from experiments.mnist import read_config_file
 
 # A stage's `teacher` that names the previous stage's pruned model, resolved by `run`
@@ -163,6 +164,7 @@ def write_summary(workdir: str, summaries: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="progressive config file (required)")
     parser.add_argument("--workdir", required=True, help="directory of the stages (required)")

@@ -38,6 +38,7 @@ from flax import nnx
 
 from experiments import models, train
 from experiments.baselines import scaled_sparsity
+from experiments.kernels import configure_cpu
 from experiments.mnist import read_config_file
 
 KEYS = {"run", "base_sparsity", "low", "high", "probes", "tolerance"}
@@ -106,6 +107,7 @@ def run(spec: dict[str, Any], workdir: str, log=print) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="search config file (required)")
     parser.add_argument("--workdir", required=True, help="directory of the probes (required)")

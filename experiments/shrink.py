@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.kernels import configure_cpu
+
 Params = dict[str, dict[str, np.ndarray]]
 
 
@@ -171,6 +173,7 @@ def count(p: Params) -> int:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workdir", help="a finished LeNet-5 run (its pruned/)")
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 import admmjax
+from experiments.kernels import configure_cpu
 
 
 def layer_storage(path: str, leaf: Any) -> dict[str, Any]:
@@ -88,6 +89,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workdir", help="a finished run (its pruned/ and config.json)")
     args = parser.parse_args(argv)

@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from experiments import progressive
+from experiments.kernels import configure_cpu
 from experiments.mnist import read_config_file
 
 SELECTION_RULE = (
@@ -277,6 +278,7 @@ def _run_in_subprocesses(recipes, todo, workdir, jobs, log, on_done) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--config",

@@ -1,7 +1,9 @@
 """Shared test setup: 4 virtual CPU devices and hypothesis profiles.
 
-The device count must be set before JAX's backend starts, so it is done here, at
-import time, before any test module runs a computation. Profiles: ``default``
+The device count and the CPU kernels' XLA flags must be set before JAX's backend
+starts, so both are done here, at import time, before any test module runs a
+computation: :func:`experiments.kernels.configure_cpu` gives the tests the CLIs'
+numerics (importing ``experiments`` no longer does). Profiles: ``default``
 (quick, for local runs) and ``ci`` (more examples); pick one with
 ``HYPOTHESIS_PROFILE=ci``.
 """
@@ -15,6 +17,9 @@ import jax
 import pytest
 from hypothesis import HealthCheck, settings
 
+from experiments.kernels import configure_cpu
+
+configure_cpu()
 jax.config.update("jax_num_cpu_devices", 4)
 
 _COMMON = dict(

@@ -10,7 +10,8 @@ from _conv_cases import HIGHEST, xla_case
 from _conv_cases import xla_conv as _xla
 from jax import lax
 
-from experiments import conv, models
+from experiments import models
+from experiments.kernels import conv, pool
 
 
 @pytest.mark.parametrize(
@@ -164,4 +165,4 @@ def test_evaluation_only_transforms_see_a_plain_convolution_and_jvp_is_refused()
     with pytest.raises(TypeError, match="forward-mode autodiff"):
         jax.jvp(lambda x: conv.conv2d_valid(x, w), (x,), (x,))
     with pytest.raises(TypeError, match="forward-mode autodiff"):
-        jax.jvp(models._max_pool_2x2, (x[:, :8, :8],), (x[:, :8, :8],))
+        jax.jvp(pool.max_pool_2x2, (x[:, :8, :8],), (x[:, :8, :8],))

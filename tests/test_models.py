@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from experiments import models
+from experiments.kernels import pool
 
 PATHS = {
     "lenet300_100": [
@@ -141,28 +142,28 @@ def test_max_pool_matches_nnx():
     def grad(pool):
         return jax.grad(lambda v: jnp.sum(pool(v) * w))(x)
 
-    np.testing.assert_array_equal(models._max_pool_2x2(x), ref(x))
-    np.testing.assert_array_equal(grad(models._max_pool_2x2), grad(ref))  # no ties here
+    np.testing.assert_array_equal(pool.max_pool_2x2(x), ref(x))
+    np.testing.assert_array_equal(grad(pool.max_pool_2x2), grad(ref))  # no ties here
 
 
 def test_max_pool_gradient_is_jax_max_gradient_bit_for_bit_with_ties():
     """The written-out backward pass equals JAX's own gradient of the reshape + max,
     ties split evenly (2-, 3- and 4-way ties from small integers, and all-equal windows).
-    The reference is ``models._reshape_max``: the same pooling as plain JAX, so its
+    The reference is ``pool._reshape_max``: the same pooling as plain JAX, so its
     gradient is JAX's rule for ``max``."""
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.integers(0, 3, size=(3, 8, 12, 5)), jnp.float32)
     x = x.at[0].set(0.25)  # every window of image 0 is a 4-way tie, like MNIST's background
     w = jnp.asarray(rng.normal(size=(3, 4, 6, 5)), jnp.float32)
-    ties = (x.reshape(3, 4, 2, 6, 2, 5) == models._reshape_max(x)[:, :, None, :, None]).sum((2, 4))
+    ties = (x.reshape(3, 4, 2, 6, 2, 5) == pool._reshape_max(x)[:, :, None, :, None]).sum((2, 4))
     assert {2, 3, 4} <= set(np.unique(ties).tolist())
 
     def grad(pool):
         return jax.jit(jax.grad(lambda v: jnp.sum(pool(v) * w)))(x)
 
-    np.testing.assert_array_equal(models._max_pool_2x2(x), models._reshape_max(x))
-    got = grad(models._max_pool_2x2)
-    np.testing.assert_array_equal(got, grad(models._reshape_max))
+    np.testing.assert_array_equal(pool.max_pool_2x2(x), pool._reshape_max(x))
+    got = grad(pool.max_pool_2x2)
+    np.testing.assert_array_equal(got, grad(pool._reshape_max))
     # Each window's gradient sums to the output's, shared among its maxima only.
     np.testing.assert_allclose(got.reshape(3, 4, 2, 6, 2, 5).sum((2, 4)), w, rtol=1e-6)
     assert float(jnp.abs(got[0, 0, 0, 0] - w[0, 0, 0, 0] / 4)) < 1e-7

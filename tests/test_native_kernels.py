@@ -1,4 +1,4 @@
-"""experiments.native_kernels: the AVX-512 convolution and its gradients, against XLA's."""
+"""experiments.kernels.native_kernels: the AVX-512 convolution and its gradients, against XLA's."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from _conv_cases import xla_case
 from _conv_cases import xla_conv as _xla
 
-from experiments import conv, cpu_kernels, native_kernels
+from experiments.kernels import conv, cpu_kernels, native_kernels, pool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,7 +105,8 @@ def test_bad_input_is_refused_with_the_shapes():
 def test_opt_out_is_reported():
     """ADMMJAX_NATIVE_KERNELS=0 (a fresh process: availability is decided once)."""
     code = (
-        "from experiments import native_kernels as n; print(n.available(), n.unavailable_reason())"
+        "from experiments.kernels import native_kernels as n; "
+        "print(n.available(), n.unavailable_reason())"
     )
     env = {**os.environ, native_kernels.OPT_OUT: "0"}
     out = subprocess.run(
@@ -118,7 +119,7 @@ def test_opt_out_is_reported():
 def test_ynnpack_fusion_set_follows_the_native_kernels(native_opt_out):
     """A fresh process picks ``dot,reduce`` where the native kernels can run, else the
     elementwise fusions too; an ``XLA_FLAGS`` that names the option is left alone."""
-    code = "import os, experiments; print(os.environ['XLA_FLAGS'])"
+    code = "import os, experiments.kernels as k; k.configure_cpu(); print(os.environ['XLA_FLAGS'])"
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", cpu_kernels.OPT_OUT)}
     env[cpu_kernels.NATIVE_OPT_OUT] = native_opt_out
 
@@ -179,14 +180,13 @@ def test_not_used_with_several_devices():
 @pytest.mark.parametrize("shape", [(4, 24, 24, 20), (3, 8, 8, 50), (2, 6, 4, 16), (1, 2, 2, 1)])
 def test_max_pool_gradient_is_the_jax_one_bit_for_bit(shape):
     """Ties included: inputs rounded to a few levels make many windows share a maximum."""
-    from experiments import models
 
     rng = np.random.default_rng(7)
     x = jnp.asarray(np.round(rng.standard_normal(shape) * 2).astype(np.float32))
     g = jnp.asarray(
         rng.standard_normal((shape[0], shape[1] // 2, shape[2] // 2, shape[3]), np.float32)
     )
-    want = jax.jit(models._max_pool_2x2_grad)(x, g)
+    want = jax.jit(pool.max_pool_2x2_grad_jax)(x, g)
     got = jax.jit(native_kernels.max_pool_2x2_grad)(x, g)
     np.testing.assert_array_equal(got, want)
     windows = np.asarray(x).reshape(shape[0], shape[1] // 2, 2, shape[2] // 2, 2, shape[3])
@@ -234,12 +234,11 @@ def _on_regardless_of_devices(dtype, kernel_shape=None):
 def test_reverse_over_reverse_matches_the_pure_jax_path(monkeypatch):
     """Each native map's adjoints are the others (and the pooling gradient's is its
     JAX twin's), so a gradient of a gradient through conv + pool works and agrees."""
-    from experiments import models
 
     x, w, _, _ = xla_case((3, 12, 12, 4), (5, 5, 4, 6), seed=4)
 
     def gradient_norm(w):
-        inner = jax.grad(lambda x: jnp.sum(jnp.sin(models._max_pool_2x2(conv.conv2d_valid(x, w)))))
+        inner = jax.grad(lambda x: jnp.sum(jnp.sin(pool.max_pool_2x2(conv.conv2d_valid(x, w)))))
         return jnp.sum(inner(x) ** 2)
 
     want = jax.jit(jax.grad(gradient_norm))(w)

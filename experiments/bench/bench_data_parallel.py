@@ -214,4 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    from experiments.kernels import configure_cpu
+
+    configure_cpu()  # what the CLIs run with (a no-op where XLA_FLAGS names the option)
     main()

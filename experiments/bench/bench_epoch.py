@@ -2,8 +2,8 @@
 
 Each configuration (XLA flags, forced CPU devices, batch size, LeNet-5's max
 pooling: the reshape + max of ``experiments.models`` or ``nnx.max_pool``'s
-``reduce_window``, and the convolutions' gradients: ``experiments.native_kernels``'s
-AVX-512 kernels, ``experiments.conv``'s banded input gradient, or XLA's own) runs
+``reduce_window``, and the convolutions' gradients: ``experiments.kernels.native_kernels``'s
+AVX-512 kernels, ``experiments.kernels.conv``'s banded input gradient, or XLA's own) runs
 in its own process (XLA flags and the CPU device count are fixed when JAX's backend
 starts) and times the real training loop of
 ``experiments.train``: ``Pipeline.batches`` (host-side shuffling, slicing and
@@ -41,14 +41,14 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a script: make `admmjax`, `experiments` importable
     sys.path.insert(0, str(REPO))
 
-from experiments import native_kernels  # noqa: E402
-from experiments.cpu_kernels import OPT_OUT, YNN_FLAG, YNN_OPTION  # noqa: E402
-from experiments.cpu_kernels import YNN_FLAG_WITHOUT_NATIVE as YNN_ELTWISE  # noqa: E402
+from experiments.kernels import native_kernels  # noqa: E402
+from experiments.kernels.cpu_kernels import OPT_OUT, YNN_FLAG, YNN_OPTION  # noqa: E402
+from experiments.kernels.cpu_kernels import YNN_FLAG_WITHOUT_NATIVE as YNN_ELTWISE  # noqa: E402
 
 ONEDNN_FLAG = "--xla_cpu_use_onednn=true"
 # name -> (XLA_FLAGS, CPU devices, global batch, max pooling, gradients of the
-# convolutions: "native" = experiments.native_kernels's kernels (the models' default where
-# they build), "banded" = experiments.conv's pure-JAX ones, "xla" = XLA's own)
+# convolutions: "native" = experiments.kernels.native_kernels's kernels (the models' default where
+# they build), "banded" = experiments.kernels.conv's pure-JAX ones, "xla" = XLA's own)
 CONFIGS: dict[str, tuple[str, int, int, str, str]] = {
     "default": ("", 1, 128, "reshape", "xla"),
     "default, reduce_window pool": ("", 1, 128, "reduce_window", "xla"),
@@ -98,13 +98,13 @@ def worker(model: str, steps: int, warmup: int) -> dict:
     if os.environ["BENCH_POOL"] == "reduce_window":  # the pooling LeNet-5 had before
         from flax import nnx
 
-        from experiments import models
+        from experiments import kernels
 
-        models._max_pool_2x2 = lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2))
-    if os.environ["BENCH_CONV"] == "xla":  # XLA's own input gradient (experiments.conv off)
-        from experiments import conv
+        kernels.max_pool_2x2 = lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2))
+    if os.environ["BENCH_CONV"] == "xla":  # XLA's own input gradient (experiments.kernels.conv off)
+        from experiments import kernels
 
-        conv.conv_general_dilated = jax.lax.conv_general_dilated
+        kernels.conv_general_dilated = jax.lax.conv_general_dilated
     if os.environ["BENCH_CONV"] == "native" and not native_kernels.available():
         raise RuntimeError(f"native kernels unavailable: {native_kernels.unavailable_reason()}")
     cfg = train.Config(
@@ -155,12 +155,12 @@ def worker(model: str, steps: int, warmup: int) -> dict:
 def conv_layouts(batch: int, n: int) -> dict[str, float]:
     """LeNet-5's conv2 (20 -> 50 channels, 5x5, on 12x12) forward + both gradients, in
     NHWC/HWIO (the models' layout) and NCHW/OIHW with XLA's gradients, and NHWC through
-    ``experiments.conv.conv2d_valid`` (``ours_``: this process's gradients, native or
+    ``experiments.kernels.conv.conv2d_valid`` (``ours_``: this process's gradients, native or
     banded), in milliseconds."""
     import jax
     import jax.numpy as jnp
 
-    from experiments import conv
+    from experiments.kernels import conv
 
     out = {}
     rng = np.random.default_rng(0)
@@ -289,4 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    from experiments.kernels import configure_cpu
+
+    configure_cpu()  # what the CLIs run with (a no-op where XLA_FLAGS names the option)
     main()

@@ -6,7 +6,7 @@ threaded). Routing dot, elementwise and reduce fusions through YNNPACK
 (``--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce``,
 :data:`YNN_FLAG_WITHOUT_NATIVE`) made the LeNet-5 step about 2x faster on the 2-core
 CPU this project is developed on. Since the hand-written kernels of
-:mod:`experiments.native_kernels` do the training convolutions, YNNPACK's elementwise
+:mod:`experiments.kernels.native_kernels` do the training convolutions, YNNPACK's elementwise
 fusions no longer pay: they run the optimizer's elementwise chains (e.g. the ADMM
 penalty plus weight decay) slower than XLA's own loop fusion, and ``dot,reduce``
 (:data:`YNN_FLAG`) trains LeNet-300-100 about 1.3x and LeNet-5 about 1.05x faster
@@ -16,7 +16,8 @@ the cheap checks: no compiler run). Gradients agree with the default kernels to 
 1e-7 relative, but not bit for bit, and the YNNPACK results depend on the number of
 threads: a run is bit-reproducible on the same machine type with the same flags.
 
-Importing :mod:`experiments` calls :func:`enable_fast_cpu_kernels`. It only appends to
+Nothing here runs at import: each CLI calls :func:`experiments.kernels.configure_cpu`
+first thing, which calls :func:`enable_fast_cpu_kernels`. That only appends to
 ``XLA_FLAGS``, which XLA reads when the CPU backend starts, so it has no effect if JAX
 already ran a computation, if ``XLA_FLAGS`` already names the option (the way to pick
 a set by hand, e.g. ``dot,eltwise,reduce`` to reproduce a result made before
@@ -59,7 +60,7 @@ def compiler() -> str:
 
 
 def native_kernels_blocker() -> str | None:
-    """Why :mod:`experiments.native_kernels` cannot run here, or ``None`` if nothing
+    """Why :mod:`experiments.kernels.native_kernels` cannot run here, or ``None`` if nothing
     stands in the way before compiling them (opt-out, platform, AVX-512, compiler)."""
     if _switched_off(NATIVE_OPT_OUT):
         return f"switched off by {NATIVE_OPT_OUT}={os.environ[NATIVE_OPT_OUT]}"
@@ -78,12 +79,16 @@ def ynn_flag() -> str:
     return YNN_FLAG if native_kernels_blocker() is None else YNN_FLAG_WITHOUT_NATIVE
 
 
+def would_enable() -> bool:
+    """Whether :func:`enable_fast_cpu_kernels` would change ``XLA_FLAGS``: not opted out
+    and ``XLA_FLAGS`` does not name the option yet."""
+    return not _switched_off(OPT_OUT) and YNN_OPTION not in os.environ.get("XLA_FLAGS", "")
+
+
 def enable_fast_cpu_kernels() -> bool:
     """Appends :func:`ynn_flag` to ``XLA_FLAGS`` unless opted out; returns whether it did."""
-    if _switched_off(OPT_OUT):
+    if not would_enable():
         return False
     flags = os.environ.get("XLA_FLAGS", "")
-    if YNN_OPTION in flags:
-        return False
     os.environ["XLA_FLAGS"] = f"{flags} {ynn_flag()}".strip()
     return True

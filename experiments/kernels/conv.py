@@ -35,7 +35,7 @@ the kernel gradient on CPU is one matrix product of the input's shifted views wi
 output gradient (:func:`patches_kernel_grad`), instead of XLA's convolution over
 transposed copies of both.
 
-In a single-device CPU process where :mod:`experiments.native_kernels`'s AVX-512 kernels
+In a single-device CPU process where :mod:`experiments.kernels.native_kernels`'s AVX-512 kernels
 build (float32, ``KW * C <= 128``), the forward pass of a training step (the
 ``custom_vjp``'s) and both gradients on CPU are those kernels instead (faster again,
 see that module); XLA's forward and the pure-JAX gradients above are the fallback
@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from experiments import native_kernels
+from experiments.kernels import native_kernels
 
 __all__ = [
     "BLOCK",
@@ -197,8 +197,9 @@ _conv2d_valid_vjp.defvjp(_conv2d_valid_fwd, _conv2d_valid_bwd)
 def conv2d_valid(x: jax.Array, w: jax.Array, precision: Any = None) -> jax.Array:
     """``lax.conv_general_dilated(x, w, (1, 1), "VALID")`` for NHWC ``x`` and HWIO ``w``.
 
-    Same forward pass as XLA's; on CPU both gradients are :mod:`experiments.native_kernels`'s
-    kernels where they apply, else the input gradient is :func:`banded_input_grad`
+    Same forward pass as XLA's; on CPU both gradients are the kernels of
+    :mod:`experiments.kernels.native_kernels` where they apply, else the input gradient is
+    :func:`banded_input_grad`
     and, for kernels with at most ``PATCHES_MAX`` input taps, the kernel gradient is
     :func:`patches_kernel_grad` (see the module docstring); elsewhere both are XLA's.
 

@@ -1,7 +1,7 @@
 r"""Hand-written AVX-512 kernels for LeNet-style training on CPU: convolution and max pooling.
 
 On the 2-core CPU this project is developed on, XLA's convolutions (YNNPACK forward,
-Eigen kernel gradient) and even the banded input gradient of :mod:`experiments.conv`
+Eigen kernel gradient) and even the banded input gradient of :mod:`experiments.kernels.conv`
 ran at 100-185 GFLOP/s of the 435 that the CPU's FMA units give, and kept LeNet-5's
 training step behind PyTorch's (oneDNN). ``csrc/native_kernels.cc`` computes
 
@@ -14,7 +14,7 @@ training step behind PyTorch's (oneDNN). ``csrc/native_kernels.cc`` computes
 
 directly from NHWC/HWIO data (no patch matrix, no overlap-add pass), in register
 tiles of broadcast-and-FMA, split over images on XLA's intra-op thread pool, and the
-gradient of 2x2 max pooling (``experiments.models``' rule: ``g`` split between the
+gradient of 2x2 max pooling (``experiments.kernels.pool``' rule: ``g`` split between the
 inputs equal to their window's maximum) in one pass instead of XLA's four. The
 results do not depend on the number of threads (each image's output is written by
 one task; the kernel gradient is summed in fixed chunks of images, then over chunks
@@ -28,7 +28,7 @@ flags, the compiler, jaxlib's version and the CPU's flags, and registered as XLA
 targets for the CPU (:data:`TARGETS`). :func:`available` says whether that worked;
 when it did not (no compiler, no AVX-512, not Linux x86-64, a build error, or
 ``ADMMJAX_NATIVE_KERNELS=0``), :func:`unavailable_reason` says why and
-:mod:`experiments.conv` and :mod:`experiments.models` keep their pure-JAX code. They
+:mod:`experiments.kernels.conv` and :mod:`experiments.kernels.pool` keep their pure-JAX code. They
 are used (:func:`use_on_cpu`) in single-device CPU processes, for float32, and for
 convolutions with ``KW * C <= 128`` (:func:`supports`).
 """
@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import cpu_kernels
+from experiments.kernels import cpu_kernels
 
 __all__ = [
     "KERNEL_GRAD_CHUNK",
@@ -142,7 +142,8 @@ def available() -> bool:
     except (OSError, AttributeError, RuntimeError, subprocess.CalledProcessError) as err:
         _reason = f"build or load failed: {err}"
         warnings.warn(
-            f"experiments.native_kernels: {_reason}; using the pure-JAX gradients", stacklevel=2
+            f"experiments.kernels.native_kernels: {_reason}; using the pure-JAX gradients",
+            stacklevel=2,
         )
         return False
     _reason = None
@@ -297,7 +298,9 @@ kernel_grad.__doc__ = _kernel_grad.__doc__
 
 
 def _max_pool_2x2_grad_vjp(res, ct):
-    from experiments.models import _max_pool_2x2_grad as jax_twin  # models imports this module
+    from experiments.kernels.pool import (
+        max_pool_2x2_grad_jax as jax_twin,  # pool imports this module
+    )
 
     return jax.vjp(jax_twin, *res)[1](ct)
 
