@@ -99,6 +99,15 @@ def _axes(path: str, owner: str, axis: int | tuple[int, ...], shape: tuple[int, 
     return tuple(out)
 
 
+def axis_arg(owner: str, axis: Any) -> int | tuple[int, ...]:
+    """A constraint's ``axis`` argument normalised: an int, or a non-empty tuple of ints."""
+    if isinstance(axis, Sequence) and not isinstance(axis, str):
+        if not axis:
+            raise ValueError(f"{owner}: axis must name at least one axis")
+        return tuple(_int(owner, "axis", a, -(2**31)) for a in axis)
+    return _int(owner, "axis", axis, -(2**31))
+
+
 def _levels(owner: str, levels: Any) -> tuple[float, ...]:
     """Sorted distinct finite levels; an int ``L`` is the uniform grid ``{-L, ..., L}``."""
     if isinstance(levels, numbers.Integral | np.integer) and not isinstance(levels, bool):
@@ -230,16 +239,8 @@ class Structured(Constraint):
     axis: int | tuple[int, ...] = -1
 
     def __post_init__(self):
-        owner = "Structured"
-        axis = self.axis
-        if isinstance(axis, Sequence) and not isinstance(axis, str):
-            if not axis:
-                raise ValueError(f"{owner}: axis must name at least one axis")
-            axis = tuple(_int(owner, "axis", a, -(2**31)) for a in axis)
-        else:
-            axis = _int(owner, "axis", axis, -(2**31))
-        object.__setattr__(self, "axis", axis)
-        object.__setattr__(self, "target", _target(owner, self.target))
+        object.__setattr__(self, "axis", axis_arg("Structured", self.axis))
+        object.__setattr__(self, "target", _target("Structured", self.target))
 
     def _groups(self, shape: tuple[int, ...], path: str = "<leaf>") -> tuple[tuple, int]:
         axes = _axes(path, "Structured", self.axis, shape)
@@ -308,14 +309,8 @@ class NM(Constraint):
             raise ValueError(f"NM(n, m) needs n <= m, got NM({n}, {m})")
         object.__setattr__(self, "n", n)
         object.__setattr__(self, "m", m)
-        axis = self.axis
-        if isinstance(axis, Sequence) and not isinstance(axis, str):
-            if not axis:
-                raise ValueError("NM: axis must name at least one axis")
-            axis = tuple(_int("NM", "axis", a, -(2**31)) for a in axis)
-        elif axis is not None:
-            axis = _int("NM", "axis", axis, -(2**31))
-        object.__setattr__(self, "axis", axis)
+        if self.axis is not None:
+            object.__setattr__(self, "axis", axis_arg("NM", self.axis))
 
     def _group_axes(self, shape: tuple[int, ...], path: str = "<leaf>") -> tuple[int, ...]:
         owner = f"NM({self.n}, {self.m})"

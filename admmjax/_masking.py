@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from admmjax._projections import _apply, leaf_projections
-from admmjax._sparsity import leaf_paths, path_str
+from admmjax._sparsity import path_str, structure_error
 
 PyTree = Any
 
@@ -59,15 +59,7 @@ def check_masks(tree: PyTree, masks: PyTree) -> list:
     try:
         flat_masks = treedef.flatten_up_to(masks)
     except (ValueError, TypeError) as err:
-        want = leaf_paths(tree)
-        got = [
-            path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(masks, is_leaf=_none)[0]
-        ]
-        raise ValueError(
-            "masks do not have the structure of the params: missing paths "
-            f"{[p for p in want if p not in got][:8]}, unexpected paths "
-            f"{[p for p in got if p not in want][:8]}. Details: {err}"
-        ) from None
+        raise structure_error("masks", tree, masks, _none, err) from None
     _check_mask_dtypes(masks)
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     for (path, leaf), mask in zip(flat, flat_masks, strict=True):

@@ -170,6 +170,27 @@ def _check_spec(path: str, spec: Any, size: int) -> Any:
     return spec
 
 
+def structure_error(
+    what: str,
+    params: PyTree,
+    other: PyTree,
+    is_leaf: Callable[[Any], bool],
+    err: Exception,
+    hint: str = "",
+) -> ValueError:
+    """The error for a tree (``what``) that should mirror the params' structure but does
+    not: the params paths it misses and the paths it has that the params lack."""
+    got = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(other, is_leaf=is_leaf)[0]]
+    want = leaf_paths(params)
+    missing = [p for p in want if p not in got]
+    extra = sorted(p for p in got if p not in want)
+    hint = f" ({hint})" if hint else ""
+    return ValueError(
+        f"{what} do not have the structure of the params: missing paths {missing[:8]}, "
+        f"unexpected paths {extra[:8]}{hint}. Details: {err}"
+    )
+
+
 def resolve_targets(params: PyTree, targets: PyTree) -> tuple[Any, list[LeafTarget]]:
     """Aligns ``targets`` with the leaves of ``params`` and validates every leaf.
 
@@ -181,19 +202,11 @@ def resolve_targets(params: PyTree, targets: PyTree) -> tuple[Any, list[LeafTarg
     try:
         specs = treedef.flatten_up_to(targets)
     except (ValueError, TypeError) as err:
-        got = sorted(
-            path_str(p)
-            for p, _ in jax.tree_util.tree_flatten_with_path(targets, is_leaf=_is_target_leaf)[0]
-        )
-        want = [path_str(p) for p, _ in flat]
-        missing = [p for p in want if p not in got]
-        extra = [p for p in got if p not in want]
-        raise ValueError(
-            "targets do not have the structure of the params: "
-            f"missing paths {missing[:8]}, unexpected paths {extra[:8]} "
-            "(build targets with admmjax.uniform_sparsity or admmjax.sparsity_by_path, "
-            f"or give a leaf per params leaf, None for dense). Details: {err}"
-        ) from None
+        raise structure_error(
+            "targets", params, targets, _is_target_leaf, err,
+            "build targets with admmjax.uniform_sparsity or admmjax.sparsity_by_path, "
+            "or give a leaf per params leaf, None for dense",
+        ) from None  # fmt: skip
     out = []
     for (path, leaf), spec in zip(flat, specs, strict=True):
         p = path_str(path)

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from admmjax._constraints import _axes, _check_target, _int, _target
+from admmjax._constraints import _axes, _check_target, _target, axis_arg
 from admmjax._select import keep_mask
 from admmjax._sparsity import Constraint, keep_count, path_str
 
@@ -44,14 +43,8 @@ class Stacked(Constraint):
     axis: int | tuple[int, ...] = 0
 
     def __post_init__(self):
-        axis = self.axis
-        if isinstance(axis, Sequence) and not isinstance(axis, str):
-            if not axis:
-                raise ValueError("Stacked: axis must name at least one axis")
-            axis = tuple(_int("Stacked", "axis", a, -(2**31)) for a in axis)
-        else:
-            axis = (_int("Stacked", "axis", axis, -(2**31)),)
-        object.__setattr__(self, "axis", axis)
+        axis = axis_arg("Stacked", self.axis)
+        object.__setattr__(self, "axis", axis if isinstance(axis, tuple) else (axis,))
         if isinstance(self.target, Stacked):
             raise TypeError("Stacked: nest axes in one Stacked(target, axis=(0, 1)) instead")
         if not isinstance(self.target, Constraint):
