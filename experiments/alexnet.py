@@ -57,13 +57,14 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from experiments import schema
 from experiments.kernels import configure_cpu
 
 __all__ = [
@@ -117,7 +118,19 @@ class AlexNet(nnx.Module):
     ``num_classes`` (default 1000) sets fc8; ``dropout`` (default 0.5) the rate on fc6
     and fc7; ``lrn`` (default True) switches the two LRN layers; ``mean`` and ``std``
     (per RGB channel, on the 0..255 scale) normalise the [0, 1] input.
+
+    ``options`` declares the run options AlexNet takes (collected by
+    :mod:`experiments.config`); a run passes its ``dropout`` (default 0) to the
+    constructor.
     """
+
+    options: ClassVar[Mapping[str, schema.Option]] = {
+        "dropout": schema.Option(
+            float, 0.0,
+            "AlexNet: dropout rate on the fc6 and fc7 activations, a fraction in [0, 1)",
+            rule=schema.FRACTION,
+        ),
+    }  # fmt: skip
 
     def __init__(
         self,

@@ -25,10 +25,7 @@ import sys
 import textwrap
 from typing import Any
 
-import jax
-
-from admmjax import parallel
-from experiments import alexnet, imagenet_data, mnist, train
+from experiments import alexnet, config, imagenet_data, mnist, train
 from experiments import models as models_lib
 from experiments.kernels import configure_cpu
 
@@ -40,12 +37,10 @@ HELP = {
     "pretrained": "skip pretraining: load the dense params from an .npz of converted "
     "weights keyed by parameter path (python -m experiments.alexnet convert), a workdir "
     "(its dense/) or a params checkpoint directory",
-    "dropout": "dropout rate on AlexNet's fc6 and fc7 activations, a fraction in [0, 1)",
     "augment_shift": "random translations of up to N pixels on device, in pixels (0: none; "
     "ImageNet's random 227x227 crops and flips are always done on the host)",
     "train_subset": "train on the first N training records only, in images (0: all)",
 }
-DEFAULT_TEXT = {**mnist.DEFAULT_TEXT, "dataset": imagenet_data.NAME}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,25 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--workdir",
-        required=True,
-        help="output and checkpoint directory, created if missing; it holds one run (required)",
+    config.add_options(
+        p,
+        config_example="experiments/configs/alexnet_weights.py",
+        help_text=HELP,
+        default_text={"model": MODEL, "dataset": imagenet_data.NAME},
+        choices={"model": [MODEL]},
     )
-    p.add_argument(
-        "--config",
-        help="Python config file defining get_config() -> dict of train.Config fields, "
-        "e.g. experiments/configs/alexnet_weights.py [default: none]",
-    )
-    p.add_argument("--model", choices=[MODEL], help=f"model to prune [default: {MODEL}]")
-    p.add_argument(
-        "--sparsity",
-        type=mnist.parse_sparsity,
-        help="fraction of weights pruned, in [0, 1): one number for every kernel, or "
-        "'pattern=fraction,...' over parameter paths (conv1/kernel, fc*/kernel...) "
-        "[default: the config's; required without --config]",
-    )
-    mnist.add_run_options(p, help_text=HELP, default_text=DEFAULT_TEXT)
     return p
 
 
@@ -107,15 +90,12 @@ def check_run(cfg: train.Config, workdir: str) -> None:
             f"dataset {cfg.dataset!r} is not ImageNet ({imagenet_data.NAME}); "
             "MNIST-like datasets run with python -m experiments.mnist"
         )
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ValueError(f"--workdir {workdir!r} exists and is not a directory")
+    mnist.check_paths(workdir)
     if cfg.data_dir is not None and not os.path.isdir(os.path.expanduser(cfg.data_dir)):
         raise ValueError(f"data_dir {cfg.data_dir!r} is not a directory")
     if cfg.pretrained is not None:
         if os.path.isfile(cfg.pretrained) and cfg.pretrained.endswith((".npz", ".npy")):
-            like = jax.eval_shape(
-                lambda: models_lib.functional(models_lib.create_model(MODEL, seed=0))[1]
-            )
+            like = models_lib.abstract_params(MODEL)
             alexnet.load_pretrained(cfg.pretrained, like)  # refuses a wrong layout
         elif not os.path.isdir(cfg.pretrained):
             raise ValueError(
@@ -125,11 +105,7 @@ def check_run(cfg: train.Config, workdir: str) -> None:
     # Both splits open (metadata only): a clear message when not prepared.
     source = imagenet_data.ImageNetSource(cfg.dataset, cfg.data_dir, workers=1)
     source.close()
-    if 0 < cfg.train_subset < cfg.batch_size or source.num_train < cfg.batch_size:
-        raise ValueError(
-            f"{min(source.num_train, cfg.train_subset or source.num_train)} training images "
-            f"are fewer than one batch ({cfg.batch_size})"
-        )
+    config.check_training_size(cfg, source.num_train)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -139,9 +115,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         cfg = config_from_args(args)
         check_run(cfg, args.workdir)
-        parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+        mnist.join_hosts(args)  # before any JAX computation
         cfg.validate()
-        mnist.check_config(cfg)
+        for name in ("pretrained", "teacher"):
+            mnist.check_params_source(cfg, name)
     except (ValueError, imagenet_data.DatasetUnavailableError) as err:
         parser.error(str(err))
     return mnist.run_and_report(cfg, args.workdir)

@@ -16,23 +16,25 @@ returns logits. The forward pass is ``model(x, *, train=False, rngs=None)``:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from experiments import kernels
+from experiments import kernels, schema, shrink
 from experiments.alexnet import AlexNet
 
 __all__ = [
     "MODELS",
     "LeNet5",
     "LeNet300100",
+    "abstract_params",
     "count_params",
     "create_model",
     "functional",
+    "model_options",
 ]
 
 ApplyFn = Callable[..., jax.Array]
@@ -59,6 +61,12 @@ class LeNet300100(nnx.Module):
         return self.fc3(x)
 
 
+def _fold_idle(params: Any) -> Any:
+    """LeNet-5's ``fold_idle`` on loaded dense params: same tree, idle weights zeroed."""
+    folded = shrink.fold_idle_lenet5(params)  # plain dicts, same leaf order
+    return jax.tree.unflatten(jax.tree.structure(params), map(jnp.asarray, jax.tree.leaves(folded)))
+
+
 class LeNet5(nnx.Module):
     """Caffe's LeNet-5: conv 20@5x5, pool, conv 50@5x5, pool, fc 500 + ReLU, fc 10.
 
@@ -70,7 +78,24 @@ class LeNet5(nnx.Module):
 
     ``dropout`` (rate, default 0: not in the Caffe model; the authors' TF recipe used
     0.5) is applied to the ``fc1`` activations when ``train=True``.
+
+    ``options`` declares the run options LeNet-5 takes (collected by
+    :mod:`experiments.config`): ``dropout`` goes to the constructor, ``fold_idle``
+    transforms the loaded dense params.
     """
+
+    options: ClassVar[Mapping[str, schema.Option]] = {
+        "dropout": schema.Option(
+            float, 0.0, "LeNet-5: dropout rate on the fc1 activations, a fraction in [0, 1)",
+            rule=schema.FRACTION,
+        ),
+        "fold_idle": schema.Option(
+            bool, False,
+            "LeNet-5, with --pretrained: first zero the weights that cannot change the "
+            "outputs, folding those on constant units into biases (same function), true or false",
+            on_pretrained=_fold_idle, needs="pretrained",
+        ),
+    }  # fmt: skip
 
     def __init__(self, *, rngs: nnx.Rngs, num_classes: int = 10, dropout: float = 0.0):
         if not 0.0 <= dropout < 1.0:
@@ -116,6 +141,17 @@ def create_model(name: str, *, seed: int, **kwargs: Any) -> nnx.Module:
             f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}"
         ) from None
     return cls(rngs=nnx.Rngs(seed), **kwargs)
+
+
+def model_options(name: str) -> Mapping[str, schema.Option]:
+    """The options model ``name`` declares (its class's ``options``; none by default)."""
+    return getattr(MODELS[name], "options", {})
+
+
+def abstract_params(name: str, **kwargs: Any) -> Any:
+    """Shapes and dtypes of model ``name``'s params (``jax.ShapeDtypeStruct`` leaves),
+    without initialising it."""
+    return jax.eval_shape(lambda: functional(create_model(name, seed=0, **kwargs))[1])
 
 
 def functional(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, ApplyFn]:

@@ -21,7 +21,6 @@ checkpoint left it and ends with the same result as an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -38,9 +37,12 @@ import optax
 import admmjax
 from admmjax import parallel
 from admmjax.checkpoint import Checkpointer, save_pytree
+from experiments import config
 from experiments import data as data_lib
 from experiments import models as models_lib
-from experiments import shrink
+from experiments.config import TARGET_SPECS, Config, parse_target
+
+__all__ = ["TARGET_SPECS", "Config", "Pipeline", "parse_target", "run"]  # Config: the schema
 
 STAGES = ("pretrain", "admm", "retrain", "done")
 
@@ -50,188 +52,7 @@ STAGES = ("pretrain", "admm", "retrain", "done")
 step_key = jax.jit(jax.random.fold_in)
 
 
-@dataclasses.dataclass
-class Config:
-    """Every knob of a run. Epoch budgets may be fractional; ``*_steps`` override them."""
-
-    model: str = "lenet300_100"
-    dataset: str = "mnist"  # imagenet2012 streams ImageNet (experiments.imagenet_data)
-    data_dir: str | None = None
-    seed: int = 0
-    devices: int = 0  # local devices per process to use (0: all); the batch is split over them
-    batch_size: int = 128  # global batch, over all devices and processes
-    shard_min_size: int = 0  # split leaves of >= N entries over devices (0: replicate all)
-    eval_batch_size: int = 1000
-    train_subset: int = 0  # use only the first N training images (0: all); for quick runs
-    # Hold out the last N training images as a validation split (0: none). Choices such as
-    # experiments.search's are made on it, never on the test split.
-    validation_size: int = 0
-    dropout: float = 0.0
-    augment_shift: int = 0  # random translations of up to N pixels while training (0: none)
-    weight_decay: float = 5e-5
-    # Pretraining (skipped when `pretrained` names a dense params checkpoint or workdir).
-    pretrained: str | None = None
-    # With `pretrained`: weights that are exactly zero there stay zero through ADMM and
-    # retraining (progressive ADMM: each stage starts from the last stage's pruned model).
-    carry_masks: bool = False
-    # With `pretrained` (LeNet-5 only): first zero the weights that cannot change the
-    # outputs, folding those on constant units into biases (experiments.shrink.
-    # fold_idle_lenet5); with `carry_masks` they then stay zero.
-    fold_idle: bool = False
-    pretrain_epochs: float = 10.0
-    pretrain_steps: int = 0
-    pretrain_lr: float = 1e-3
-    pretrain_schedule: str = "cosine"  # "constant" or "cosine" (decay to 0 over the stage)
-    # ADMM: `sparsity` maps path patterns (e.g. "fc1/kernel") to the fraction pruned, or to
-    # a constraint spec string (see `parse_target`: "2:4", "filters:0.5", "quant:1", ...).
-    sparsity: dict[str, float | str] = dataclasses.field(default_factory=dict)
-    admm_iterations: int = 10
-    admm_epochs: float = 1.0  # W-step epochs per ADMM iteration
-    admm_steps: int = 0  # W-step steps per ADMM iteration (overrides admm_epochs)
-    admm_lr: float = 1e-3
-    admm_schedule: str = "constant"  # "constant" or "cosine" (reset + decay per iteration)
-    # "per_layer": each pattern's fraction is its layer's budget; "global": the fractions
-    # only fix the total budget, and every Z-step / the hard prune allocates it across the
-    # layers by magnitude (admmjax.global_to_targets; cardinality fractions only).
-    allocation: str = "per_layer"
-    rho: float = 1e-3
-    rho_growth: float = 1.0  # rho_k = rho * rho_growth ** k after k Z/U updates
-    eps: float = 1e-3  # residual tolerance of the convergence test (reported only)
-    # Masked retraining.
-    retrain_epochs: float = 10.0
-    retrain_steps: int = 0
-    retrain_lr: float = 1e-3
-    retrain_schedule: str = "cosine"
-    # Knowledge distillation (not in the paper): with `teacher` (a workdir, whose dense/
-    # model is used, or a params checkpoint, as for `pretrained`), every ADMM W-step and
-    # retraining step minimises (1 - w) CE + w T^2 KL(softmax(t / T) || softmax(s / T))
-    # with w = distill_weight, T = distill_temperature, t / s the teacher's / student's
-    # logits on the same (augmented) batch. Pretraining is never distilled.
-    teacher: str | None = None
-    distill_weight: float = 0.5
-    distill_temperature: float = 4.0
-    # Bookkeeping.
-    checkpoint_every: int = 0  # steps between checkpoints (0: once per epoch)
-    log_every: int = 50  # steps per loss point in the history
-    progress: bool = True
-
-    def validate(self) -> None:
-        """Rejects bad values before any work starts, naming the value and the rule."""
-        if self.model not in models_lib.MODELS:
-            raise ValueError(
-                f"unknown model {self.model!r}; choose from {sorted(models_lib.MODELS)}"
-            )
-        if self.fold_idle and (self.model != "lenet5" or not self.pretrained):
-            raise ValueError(
-                f"fold_idle needs model 'lenet5' and a pretrained model, got model "
-                f"{self.model!r} and pretrained {self.pretrained!r}"
-            )
-        positive = {"batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size}
-        for name, value in positive.items():
-            if value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        if self.devices < 0 or self.devices > jax.local_device_count():
-            raise ValueError(
-                f"devices must be in [0, {jax.local_device_count()}] (0: all local devices), "
-                f"got {self.devices}"
-            )
-        shards = (self.devices or jax.local_device_count()) * jax.process_count()
-        for name in ("batch_size", "eval_batch_size"):
-            if getattr(self, name) % shards:
-                raise ValueError(
-                    f"{name} {getattr(self, name)} must be a multiple of the {shards} devices "
-                    "it is split over (use --devices to choose fewer)"
-                )
-        non_negative = {
-            "pretrain_epochs": self.pretrain_epochs,
-            "pretrain_steps": self.pretrain_steps,
-            "admm_iterations": self.admm_iterations,
-            "admm_epochs": self.admm_epochs,
-            "admm_steps": self.admm_steps,
-            "retrain_epochs": self.retrain_epochs,
-            "retrain_steps": self.retrain_steps,
-            "train_subset": self.train_subset,
-            "validation_size": self.validation_size,
-            "augment_shift": self.augment_shift,
-            "checkpoint_every": self.checkpoint_every,
-            "shard_min_size": self.shard_min_size,
-            "weight_decay": self.weight_decay,
-            "rho": self.rho,
-        }
-        for name, value in non_negative.items():
-            if not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        for name in ("pretrain_lr", "admm_lr", "retrain_lr", "rho_growth", "log_every"):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number > 0, got {value}")
-        if self.allocation not in ("per_layer", "global"):
-            raise ValueError(f"allocation must be 'per_layer' or 'global', got {self.allocation!r}")
-        if self.allocation == "global" and any(isinstance(v, str) for v in self.sparsity.values()):
-            raise ValueError("allocation 'global' takes fractions only, not constraint specs")
-        for name in ("pretrain_schedule", "admm_schedule", "retrain_schedule"):
-            if getattr(self, name) not in ("constant", "cosine"):
-                raise ValueError(
-                    f"{name} must be 'constant' or 'cosine', got {getattr(self, name)!r}"
-                )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not (0.0 <= self.distill_weight <= 1.0):
-            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
-        if not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
-            raise ValueError(
-                f"distill_temperature must be a finite number > 0, got {self.distill_temperature}"
-            )
-        if self.teacher is not None and not os.path.exists(self.teacher):
-            raise ValueError(f"teacher {self.teacher!r} does not exist (a workdir or checkpoint)")
-        if not self.sparsity:
-            raise ValueError("sparsity is empty: give at least one 'path-pattern': fraction")
-        for pattern, value in self.sparsity.items():
-            if isinstance(value, str):
-                parse_target(value, pattern)  # raises, naming the pattern and the spec
-                continue
-            if not (isinstance(value, int | float) and 0.0 <= value < 1.0):
-                raise ValueError(
-                    f"sparsity for {pattern!r} is {value!r}; expected a fraction in [0, 1)"
-                )
-
-
 # --------------------------------------------------------------------------- pieces
-
-TARGET_SPECS = """\
-a fraction in [0, 1)      cardinality: prune that fraction of the entries (the paper)
-"N:M" (e.g. "2:4")        N:M sparsity along the input dimension, admmjax.NM(N, M)
-"filters:S"               prune the fraction S of whole output channels / columns
-"channels:S"              prune the fraction S of whole input channels (conv kernels)
-"rows:S"                  prune the fraction S of whole rows (dense kernels' inputs)
-"quant:L"                 levels s * {-L..L} with the scale s learned (L=1: ternary)
-"sparsequant:S:L:SCALE"   keep 1-S of the entries, each on SCALE * {-L..L}"""
-
-
-def parse_target(value: float | str, pattern: str = "?") -> Any:
-    """A ``Config.sparsity`` value as an admmjax target (see :data:`TARGET_SPECS`)."""
-    if not isinstance(value, str):
-        return value
-    parts = value.strip().split(":")
-    try:
-        kind = parts[0].lower()
-        if len(parts) == 2 and kind.isdigit():
-            return admmjax.NM(int(parts[0]), int(parts[1]))
-        if kind in ("filters", "channels", "rows") and len(parts) == 2:
-            axis = {"filters": -1, "channels": -2, "rows": 0}[kind]
-            return admmjax.Structured(_fraction(parts[1]), axis=axis)
-        if kind == "quant" and len(parts) == 2:
-            return admmjax.Quantized(int(parts[1]), scale="learned")
-        if kind == "sparsequant" and len(parts) == 4:
-            return admmjax.SparseQuantized(
-                _fraction(parts[1]), int(parts[2]), scale=float(parts[3])
-            )
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"sparsity for {pattern!r}: bad constraint {value!r}: {err}") from None
-    raise ValueError(
-        f"sparsity for {pattern!r}: unknown constraint {value!r}; expected one of:\n" + TARGET_SPECS
-    )
-
 
 def sparsity_targets(params: Any, sparsity: dict[str, float | str]) -> Any:
     """``Config.sparsity`` (fractions or constraint specs) as an admmjax targets tree."""
@@ -254,13 +75,6 @@ def keep_whole(kind: str, kept: int, total: int) -> str:
     if math.floor(fraction * total) != total - kept:
         fraction = (total - kept + 0.5) / total
     return f"{kind}:{fraction}"
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"expected a fraction in [0, 1), got {text}")
-    return value
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -323,11 +137,9 @@ class Pipeline:
             self.train_x, self.train_y = self.source.train_x, self.source.train_y
             self.test_x, self.test_y = self.source.test_x, self.source.test_y
         self.steps_per_epoch = data_lib.steps_per_epoch(self.source.num_train, cfg.batch_size)
-        # Config.dropout is the rate of every model that has dropout (AlexNet's default
-        # 0.5 would otherwise survive dropout=0); a model without it gets no argument.
-        takes_dropout = "dropout" in inspect.signature(models_lib.MODELS[cfg.model]).parameters
-        kwargs = {"dropout": cfg.dropout} if cfg.dropout or takes_dropout else {}
-        model = models_lib.create_model(cfg.model, seed=cfg.seed, **kwargs)
+        # The options the model declares go to its constructor (AlexNet's class default
+        # dropout 0.5 would otherwise survive dropout=0).
+        model = models_lib.create_model(cfg.model, seed=cfg.seed, **config.model_kwargs(cfg))
         _, self.init_params, self.apply_fn = models_lib.functional(model)
         self.targets = sparsity_targets(self.init_params, cfg.sparsity)
         self.key = jax.random.key(cfg.seed)
@@ -656,11 +468,7 @@ def run(cfg: Config, workdir: str, *, log: Callable[[str], None] = print) -> dic
         if cfg.pretrained:
             params = load_dense_params(cfg.pretrained, params)
             meta["pretrained_from"] = os.path.abspath(cfg.pretrained)
-            if cfg.fold_idle:
-                folded = shrink.fold_idle_lenet5(params)  # plain dicts, same leaf order
-                params = jax.tree.unflatten(
-                    jax.tree.structure(params), map(jnp.asarray, jax.tree.leaves(folded))
-                )
+            params = config.on_pretrained(cfg, params)  # e.g. LeNet-5's fold_idle
             meta = _finish_pretrain(pipe, params, meta)
             opt_state, admm_state = _begin_admm(pipe, params)
         else:

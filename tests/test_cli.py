@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import pytest
 
 from admmjax.checkpoint import Checkpointer
+from experiments import config as config_lib
 from experiments import data, mnist, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,11 +63,12 @@ def test_help_explains_every_option_with_default_and_unit(capsys):
         mnist.main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    # Every Config field is an option (model and sparsity have their own).
-    fields = {f.name for f in dataclasses.fields(train.Config)}
-    assert set(mnist.OPTIONS) == fields - {"model", "sparsity", "progress"}
+    # Every Config field is an option (progress is --no-progress), with the schema's help.
+    options = config_lib.options()
+    assert set(options) == {f.name for f in dataclasses.fields(train.Config)}
     parser = mnist.build_parser()
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+    assert set(options) - {"progress"} <= set(actions)
     for dest, action in actions.items():
         assert action.option_strings[0] in text
         assert action.help, dest
@@ -74,10 +76,12 @@ def test_help_explains_every_option_with_default_and_unit(capsys):
             assert "(required)" in action.help
             continue
         assert "[default: " in action.help, dest
-    for name, (typ, _, _) in mnist.OPTIONS.items():
-        shown = mnist.DEFAULT_TEXT.get(name, getattr(train.Config(), name))
-        assert actions[name].help.endswith(f"[default: {shown}]"), name
-        if typ in (int, float):
+    for name, option in options.items():
+        if name == "progress":
+            continue
+        shown = option.default if option.default_text is None else option.default_text
+        assert actions[name].help == f"{option.help} [default: {shown}]", name
+        if option.type in (int, float):
             assert any(unit in actions[name].help for unit in UNITS), name
     for flag in ("--model", "--sparsity", "--config"):
         assert flag in text
@@ -119,7 +123,10 @@ BAD_OPTIONS = {
     "subset below one batch": (["--train-subset", "10"], "smaller than one batch"),
     "missing config": (["--config", "no/such/config.py"], "'no/such/config.py' is not a file"),
     "missing teacher": (["--teacher", "no/such/run"], "teacher 'no/such/run' does not exist"),
-    "distill weight above 1": (["--distill-weight", "1.5"], "distill_weight must be in [0, 1]"),
+    "distill weight above 1": (
+        ["--distill-weight", "1.5"],
+        "--distill-weight: expected a fraction in [0, 1], got '1.5'",
+    ),
     "zero temperature": (["--distill-temperature", "0"], "--distill-temperature: expected a"),
 }
 
@@ -167,7 +174,7 @@ CONFIGS = {
     ),
     "unknown model": (
         "def get_config():\n    return {'model': 'vgg', 'sparsity': {'fc1/kernel': 0.9}}\n",
-        "unknown model 'vgg'",
+        "model must be one of 'alexnet', 'lenet300_100', 'lenet5', got 'vgg'",
     ),
 }
 

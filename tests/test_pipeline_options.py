@@ -124,10 +124,12 @@ def test_distillation_from_a_teacher_changes_admm_and_retraining_only(tmp_path, 
     assert summaries["distilled"]["nonzero"] == summaries["plain"]["nonzero"]
 
 
-def test_fold_idle_needs_a_pretrained_lenet5():
+def test_fold_idle_needs_a_pretrained_lenet5(tmp_path):
     sparsity = {"fc1/kernel": 0.5}
-    with pytest.raises(ValueError, match=r"fold_idle needs model 'lenet5'.*'lenet300_100'"):
-        train.Config(sparsity=sparsity, fold_idle=True, pretrained="x").validate()
-    with pytest.raises(ValueError, match="pretrained None"):
+    pretrained = str(tmp_path)
+    with pytest.raises(ValueError, match=r"'lenet300_100' has no fold_idle .*: lenet5\)"):
+        train.Config(sparsity=sparsity, fold_idle=True, pretrained=pretrained).validate()
+    with pytest.raises(ValueError, match="fold_idle True needs pretrained, got pretrained None"):
         train.Config(model="lenet5", sparsity=sparsity, fold_idle=True).validate()
-    train.Config(model="lenet5", sparsity=sparsity, fold_idle=True, pretrained="x").validate()
+    cfg = train.Config(model="lenet5", sparsity=sparsity, fold_idle=True, pretrained=pretrained)
+    cfg.validate()
