@@ -407,7 +407,7 @@ def validate(cfg: Any) -> None:
     for name, _, _ in model_fields():
         value = getattr(cfg, name)
         if name not in taken and value != opts[name].default:
-            takers = [m for m in models_lib.MODELS if name in models_lib.model_options(m)]
+            takers = [m for m in sorted(models_lib.MODELS) if name in models_lib.model_options(m)]
             raise ConfigError(
                 f"{name} {value!r}: model {cfg.model!r} has no {name} option (models taking "
                 f"it: {', '.join(takers)})"
