@@ -50,12 +50,15 @@ __all__ = [
     "Config",
     "ConfigError",
     "add_options",
+    "argparse_type",
     "check_values",
+    "directory_path",
     "markdown_table",
     "model_fields",
     "options",
     "parse_sparsity",
     "parse_target",
+    "seed_type",
 ]
 
 SCHEDULES = ("constant", "cosine")
@@ -437,10 +440,9 @@ def validate(cfg: Any) -> None:
         check_training_size(cfg, cfg.train_subset)
     if cfg.allocation == "global" and any(isinstance(v, str) for v in cfg.sparsity.values()):
         raise ConfigError("allocation 'global' takes fractions only, not constraint specs")
-    for name in ("pretrained", "teacher"):
-        path = getattr(cfg, name)
-        if path is not None and not os.path.exists(path):
-            raise ConfigError(f"{name} {path!r} does not exist (a workdir or checkpoint)")
+    # `pretrained` may name a stage not run yet (experiments.progressive): the CLIs check it.
+    if cfg.teacher is not None and not os.path.exists(cfg.teacher):
+        raise ConfigError(f"teacher {cfg.teacher!r} does not exist (a workdir or checkpoint)")
     # Sparsity patterns must match parameters of the model (shapes only: no compute).
     try:
         admmjax.sparsity_by_path(
@@ -522,6 +524,11 @@ MULTIHOST: dict[str, Option] = {
 _FIRST = ("model", "sparsity")  # the options a command line must give (or its config)
 
 
+def seed_type() -> Any:
+    """The argparse ``type`` of a seed option (the ``seed`` field's rule)."""
+    return argparse_type(options()["seed"])
+
+
 def argparse_type(option: Option) -> Any:
     """An argparse ``type`` for ``option``: its text parsed and checked, refusals shown
     with what was expected and given."""
@@ -536,7 +543,8 @@ def argparse_type(option: Option) -> Any:
     return parse
 
 
-def _non_empty(text: str) -> str:
+def directory_path(text: str) -> str:
+    """An argparse ``type`` for a directory to create or use: any non-empty path."""
     if not text.strip():
         raise argparse.ArgumentTypeError(f"expected a directory path, got {text!r}")
     return text
@@ -564,7 +572,7 @@ def add_options(
     flag per :class:`Config` field (``help_text``, ``default_text`` and ``choices``
     override some), then ``--no-progress`` and the multi-host options."""
     help_text, default_text, choices = help_text or {}, default_text or {}, choices or {}
-    parser.add_argument("--workdir", required=True, type=_non_empty, help=WORKDIR.help)
+    parser.add_argument("--workdir", required=True, type=directory_path, help=WORKDIR.help)
     parser.add_argument(
         "--config", help=help_line(CONFIG_FILE, CONFIG_FILE.help.format(example=config_example))
     )

@@ -21,12 +21,11 @@ from experiments.kernels import configure_cpu
 
 
 def load_run(workdir: str, data_dir: str | None = None) -> train.Config:
-    """The ``Config`` a workdir was made with (from its ``config.json``)."""
+    """The ``Config`` a workdir was made with (from its ``config.json``); ValueError when
+    ``workdir`` is not a run's."""
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
-        raise SystemExit(
-            f"error: {workdir} has no config.json; is it an experiments.mnist workdir?"
-        )
+        raise ValueError(f"{workdir} has no config.json; is it an experiments.mnist workdir?")
     with open(path) as f:
         values = json.load(f)
     known = {f.name for f in dataclasses.fields(train.Config)}
@@ -49,7 +48,7 @@ def load_params(workdir: str, which: str = "pruned") -> tuple[train.Config, Any]
     cfg = load_run(workdir)
     params_dir = os.path.join(workdir, which)
     if not os.path.isdir(params_dir):
-        raise SystemExit(f"error: {params_dir} does not exist; has the run finished?")
+        raise ValueError(f"{params_dir} does not exist; has the run finished?")
     like = models.functional(nnx.eval_shape(lambda: models.create_model(cfg.model, seed=0)))[1]
     return cfg, load_pytree(params_dir, like)
 
@@ -61,7 +60,7 @@ def evaluate_workdir(
     pipe = train.Pipeline(cfg, workdir, log=lambda _: None)
     params_dir = os.path.join(workdir, which)
     if not os.path.isdir(params_dir):
-        raise SystemExit(f"error: {params_dir} does not exist; has the run finished?")
+        raise ValueError(f"{params_dir} does not exist; has the run finished?")
     params = load_pytree(params_dir, pipe.init_params)
     report = admmjax.sparsity_report(params, pipe.targets)
     return {
@@ -83,7 +82,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--data-dir", help="TFDS data dir (default: the run's, or $TFDS_DATA_DIR)")
     p.add_argument("--params", choices=("pruned", "dense"), default="pruned")
     args = p.parse_args(argv)
-    out = evaluate_workdir(args.workdir, args.data_dir, args.params)
+    try:
+        out = evaluate_workdir(args.workdir, args.data_dir, args.params)
+    except ValueError as err:
+        p.error(str(err))
     print(json.dumps(out, indent=2))
     return out
 

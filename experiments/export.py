@@ -81,7 +81,7 @@ def export_workdir(workdir: str, out: str | None = None) -> dict[str, Any]:
     ):
         a, b = np.asarray(a), np.asarray(b)
         if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes():
-            raise SystemExit(f"error: round trip of {out} changed leaf '{path}'")
+            raise RuntimeError(f"round trip of {out} changed leaf '{path}'")
     leaves = [
         {
             "path": leaf.path,
@@ -183,7 +183,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     results = []
     for workdir in args.workdirs:
-        res = export_workdir(workdir, args.out)
+        try:
+            res = export_workdir(workdir, args.out)
+        except ValueError as err:  # not a finished run's workdir
+            p.error(str(err))
         print(format_sizes(res), end="\n\n", flush=True)
         if bench:
             from experiments import sparse_inference

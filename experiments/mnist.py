@@ -186,6 +186,10 @@ def check_params_source(cfg: train.Config, name: str) -> None:
     path = getattr(cfg, name)
     if path is None or (os.path.isfile(path) and path.endswith((".npz", ".npy"))):
         return
+    if not os.path.isdir(path):
+        raise ConfigError(
+            f"{name} {path!r} is not a directory (a workdir or a params checkpoint)"
+        )
     import orbax.checkpoint as ocp
 
     candidate = os.path.join(path, "dense")

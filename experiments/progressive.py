@@ -31,7 +31,7 @@ import json
 import os
 from typing import Any
 
-from experiments import train
+from experiments import config, train
 from experiments.kernels import configure_cpu
 from experiments.mnist import read_config_file
 
@@ -167,10 +167,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="progressive config file (required)")
-    parser.add_argument("--workdir", required=True, help="directory of the stages (required)")
+    parser.add_argument(
+        "--workdir",
+        required=True,
+        type=config.directory_path,
+        help="directory of the stages (required)",
+    )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=config.seed_type(),
         default=None,
         help="seed of every stage (data order, translations, dropout), replacing the config's",
     )

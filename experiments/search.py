@@ -36,7 +36,7 @@ from typing import Any
 
 from flax import nnx
 
-from experiments import models, train
+from experiments import config, models, train
 from experiments.baselines import scaled_sparsity
 from experiments.kernels import configure_cpu
 from experiments.mnist import read_config_file
@@ -110,7 +110,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="search config file (required)")
-    parser.add_argument("--workdir", required=True, help="directory of the probes (required)")
+    parser.add_argument(
+        "--workdir",
+        required=True,
+        type=config.directory_path,
+        help="directory of the probes (required)",
+    )
     args = parser.parse_args(argv)
     try:
         spec = read_config_file(args.config)

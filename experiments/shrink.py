@@ -180,7 +180,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from experiments import data as data_lib
     from experiments import evaluate
 
-    cfg, params = evaluate.load_params(args.workdir)
+    try:
+        cfg, params = evaluate.load_params(args.workdir)
+    except ValueError as err:
+        parser.error(str(err))
     if cfg.model != "lenet5":
         parser.error(f"{args.workdir} holds a {cfg.model} run; shrink rebuilds LeNet-5 only")
     full = {k: {n: np.asarray(v) for n, v in params[k].items()} for k in params}

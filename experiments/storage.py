@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     from experiments import evaluate, train
 
-    cfg, params = evaluate.load_params(args.workdir)
+    try:
+        cfg, params = evaluate.load_params(args.workdir)
+    except ValueError as err:
+        parser.error(str(err))
     targets = train.sparsity_targets(params, cfg.sparsity)
     result = storage(params, targets)
     with open(os.path.join(args.workdir, "storage.json"), "w") as f:

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from experiments import progressive
+from experiments import config, progressive, schema
 from experiments.kernels import configure_cpu
 from experiments.mnist import read_config_file
 
@@ -86,8 +86,8 @@ def check_seeds(seeds: Sequence[int]) -> list[int]:
     seeds = list(seeds)
     if not seeds:
         raise ValueError("a sweep needs at least one seed")
-    if bad := [s for s in seeds if not isinstance(s, int) or s < 0]:
-        raise ValueError(f"seeds must be integers >= 0, got {bad}")
+    for seed in seeds:
+        schema.check_value("seed", config.options()["seed"], seed)  # the seed field's rule
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must differ, got {seeds}")
     return seeds
@@ -287,8 +287,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar="[NAME=]PATH",
         help="a progressive config, one per recipe (required; repeat it)",
     )
-    parser.add_argument("--seeds", type=int, nargs="+", required=True, help="seeds (required)")
-    parser.add_argument("--workdir", required=True, help="directory of the runs (required)")
+    parser.add_argument(
+        "--seeds", type=config.seed_type(), nargs="+", required=True, help="seeds (required)"
+    )
+    parser.add_argument(
+        "--workdir",
+        required=True,
+        type=config.directory_path,
+        help="directory of the runs (required)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
     parser.add_argument(
         "--report",

@@ -45,3 +45,16 @@ def mnist_dir() -> str:
             "holding mnist/3.0.1 (tests never skip it)"
         )
     return str(path)
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fails the test if data is loaded or a run starts (CLI checks come first)."""
+    from experiments import data, train
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("work started before the bad value was refused")
+
+    monkeypatch.setattr(data, "load_split", forbidden)
+    monkeypatch.setattr(train, "run", forbidden)
+    monkeypatch.setattr(train, "Pipeline", forbidden)

@@ -33,18 +33,6 @@ UNITS = (
 )
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """Fails the test if data is loaded or a run starts."""
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("work started before the bad value was refused")
-
-    monkeypatch.setattr(data, "load_split", forbidden)
-    monkeypatch.setattr(train, "run", forbidden)
-    monkeypatch.setattr(train, "Pipeline", forbidden)
-
-
 def usage_error(argv, capsys) -> str:
     """Runs the CLI, expects argparse's exit status 2, returns what it printed on stderr."""
     with pytest.raises(SystemExit) as exc:

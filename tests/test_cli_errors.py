@@ -13,22 +13,10 @@ import jax.numpy as jnp
 import pytest
 
 from admmjax.checkpoint import save_pytree
-from experiments import data, mnist, models, train
+from experiments import mnist, models
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ["--model", "lenet300_100", "--sparsity", "0.9", "--no-progress"]
-
-
-@pytest.fixture
-def no_work(monkeypatch):
-    """Fails the test if data is loaded or a run starts."""
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("work started before the bad value was refused")
-
-    monkeypatch.setattr(data, "load_split", forbidden)
-    monkeypatch.setattr(train, "run", forbidden)
-    monkeypatch.setattr(train, "Pipeline", forbidden)
 
 
 def refused(argv: list[str], workdir: Path, capsys) -> str:

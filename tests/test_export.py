@@ -346,8 +346,13 @@ def test_export_cli_writes_checks_and_benchmarks(tiny_workdir, tmp_path, capsys)
     assert read_sparse(out)[1]["model"] == "lenet300_100"
 
 
-def test_export_cli_refuses_a_non_workdir(tmp_path):
-    from experiments import export
+def test_export_cli_refuses_a_non_workdir(tmp_path, capsys):
+    from experiments import evaluate, export
 
-    with pytest.raises(SystemExit, match=r"no config\.json"):
+    with pytest.raises(SystemExit) as exc:
         export.main([str(tmp_path)])
+    assert exc.value.code == 2
+    assert "has no config.json" in capsys.readouterr().err
+    # Imported, the function raises an exception, not SystemExit.
+    with pytest.raises(ValueError, match=r"has no config\.json"):
+        evaluate.load_params(str(tmp_path))

@@ -107,7 +107,7 @@ def test_bad_input_is_refused_with_the_value(tmp_path, mnist_dir, capsys):
         sweep.parse_recipe("name=")
     with pytest.raises(ValueError, match=r"seeds must differ, got \[1, 1\]"):
         sweep.check_seeds([1, 1])
-    with pytest.raises(ValueError, match=r"seeds must be integers >= 0, got \[-2\]"):
+    with pytest.raises(ValueError, match=r"seed must be an integer >= 0, got -2"):
         sweep.check_seeds([-2])
     with pytest.raises(SystemExit):
         sweep.main(["--config", ok, "--seeds", "1", "--workdir", str(tmp_path), "--jobs", "0"])
