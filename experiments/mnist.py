@@ -218,35 +218,38 @@ def check_params_source(cfg: train.Config, name: str) -> None:
         )
 
 
-def check_hosts(args: argparse.Namespace) -> None:
-    """Multi-host options that belong together, and a coordinator that answers."""
-    num = args.num_processes
-    if num is None and os.environ.get(parallel.ENV_NUM_PROCESSES):
-        num = int(os.environ[parallel.ENV_NUM_PROCESSES])
-    if args.process_id is not None and num is None:
-        raise ConfigError(
-            f"--process-id {args.process_id} needs --num-processes (or "
-            f"${parallel.ENV_NUM_PROCESSES})"
-        )
-    if num is not None and args.process_id is not None and args.process_id >= num:
-        raise ConfigError(f"--process-id {args.process_id} must be < --num-processes {num}")
+def _host_value(given: Any, env: str) -> int | None:
+    """A multi-host count or index: the option, else the environment variable."""
+    if given is not None or not os.environ.get(env):
+        return given
+    try:
+        return int(os.environ[env])
+    except ValueError:
+        raise ConfigError(f"${env} must be an integer, got {os.environ[env]!r}") from None
 
 
 def join_hosts(args: argparse.Namespace) -> None:
-    """Joins the other processes (a no-op for one). A process other than 0 first waits
-    up to ``--coordinator-timeout`` seconds for the coordinator to accept connections:
-    JAX aborts the process (no exception) when its own timeout passes."""
-    check_hosts(args)
+    """Checks the multi-host options, then joins the other processes (a no-op for one).
+
+    A process other than 0 first waits up to ``--coordinator-timeout`` seconds for the
+    coordinator to accept connections and otherwise raises :class:`ConfigError` naming
+    its address: past its own timeout JAX aborts the process without an exception.
+    """
+    num = _host_value(args.num_processes, parallel.ENV_NUM_PROCESSES)
+    process_id = _host_value(args.process_id, parallel.ENV_PROCESS_ID)
+    if process_id is not None and num is None:
+        raise ConfigError(
+            f"--process-id {process_id} needs --num-processes (or ${parallel.ENV_NUM_PROCESSES})"
+        )
+    if num is not None and process_id is not None and process_id >= num:
+        raise ConfigError(f"--process-id {process_id} must be < --num-processes {num}")
     address = args.coordinator or os.environ.get(parallel.ENV_COORDINATOR)
     timeout = args.coordinator_timeout or config.MULTIHOST["coordinator_timeout"].default
-    process_id = args.process_id
-    if process_id is None and os.environ.get(parallel.ENV_PROCESS_ID):
-        process_id = int(os.environ[parallel.ENV_PROCESS_ID])
-    if address and process_id:
-        wait_for_coordinator(address, timeout)
-    parallel.initialize(
-        args.coordinator, args.num_processes, args.process_id, initialization_timeout=timeout
-    )
+    if address and num is not None and num > 1:
+        if process_id:
+            wait_for_coordinator(address, timeout)
+        print(f"joining the coordinator at {address} (timeout {timeout} s)", file=sys.stderr)
+    parallel.initialize(address, num, process_id, initialization_timeout=timeout)
 
 
 def wait_for_coordinator(address: str, timeout: float) -> None:
