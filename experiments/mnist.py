@@ -3,12 +3,16 @@
     python -m experiments.mnist --config experiments/configs/lenet300_100.py \\
         --workdir workdirs/lenet300_100
 
-Every option overrides the config file (or the defaults of ``train.Config``). The
+Every option overrides the config file (or the defaults of ``train.Config``); the
+options and their rules come from the one schema, :mod:`experiments.config`. The
 run resumes from ``WORKDIR/checkpoints`` when restarted with the same command.
 
-Every bad value is refused before any work starts (no data loaded, nothing
-written): argparse's usage message and exit status 2 for options, config files,
-dataset names and paths. A ``--workdir`` that holds a checkpoint of a different run
+Every bad value is refused before any work starts (no data loaded, no workdir
+created): argparse's usage message and exit status 2 for options, config values
+(types included), dataset names and preparation, paths, ``--pretrained`` /
+``--teacher`` params of another shape and multi-host options. The checks raise
+:class:`~experiments.schema.ConfigError` (a ``ValueError``); only :func:`main` turns
+them into exit status 2. A ``--workdir`` that holds a checkpoint of a different run
 raises :class:`WorkdirError` from :func:`main` (a ``ValueError``); the command line
 prints it the same way.
 """
