@@ -1,6 +1,6 @@
 """Command line: prune BVLC AlexNet on ImageNet ILSVRC-2012 with ADMM.
 
-    python -m experiments.imagenet --config experiments/configs/alexnet_weights.py \\
+    python -m experiments.imagenet --config experiments/configs/paper/alexnet.py:weights \\
         --workdir workdirs/alexnet_weights --pretrained bvlc_alexnet.npz
 
 The same pipeline, options, outputs and resumption as ``python -m experiments.mnist``
@@ -28,7 +28,7 @@ from typing import Any
 import jax
 
 from admmjax import parallel
-from experiments import alexnet, imagenet_data, mnist, train
+from experiments import alexnet, configs, imagenet_data, mnist, train
 from experiments import models as models_lib
 from experiments.kernels import configure_cpu
 
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
             80,
         ),
         epilog=mnist.epilog(
-            "  python -m experiments.imagenet --config experiments/configs/alexnet_weights.py \\\n"
+            "  python -m experiments.imagenet \\\n"
+            "      --config experiments/configs/paper/alexnet.py:weights \\\n"
             "      --workdir workdirs/alexnet_weights --pretrained bvlc_alexnet.npz"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         help="Python config file defining get_config() -> dict of train.Config fields, "
-        "e.g. experiments/configs/alexnet_weights.py [default: none]",
+        "e.g. experiments/configs/paper/alexnet.py:weights [default: none]",
     )
     p.add_argument("--model", choices=[MODEL], help=f"model to prune [default: {MODEL}]")
     p.add_argument(
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> train.Config:
     """train.Config's defaults < the config file < the options; ImageNet and AlexNet
     unless the config file says otherwise."""
-    values = mnist.load_config_file(args.config) if args.config else {}
+    values = configs.load(args.config) if args.config else {}
     if args.model is None and "model" not in values:
         args.model = MODEL
     if args.dataset is None and "dataset" not in values:

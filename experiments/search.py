@@ -14,7 +14,7 @@ With ``"allocation": "global"`` in ``run``, each probe lets the projection split
 total budget across layers (see ``train.Config.allocation``): the search is then over
 the total budget alone.
 
-    python -m experiments.search --config experiments/configs/lenet300_100_search.py \\
+    python -m experiments.search --config experiments/configs/beyond/lenet300_100_search.py \\
         --workdir workdirs/lenet300_100_search
 
 The config's ``get_config()`` returns ``{"run": {train.Config fields}, "base_sparsity":
@@ -38,8 +38,8 @@ from flax import nnx
 
 from experiments import models, train
 from experiments.baselines import scaled_sparsity
+from experiments.configs import read as read_config_file
 from experiments.kernels import configure_cpu
-from experiments.mnist import read_config_file
 
 KEYS = {"run", "base_sparsity", "low", "high", "probes", "tolerance"}
 
