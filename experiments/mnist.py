@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=epilog(
             "  python -m experiments.mnist --model lenet300_100 --sparsity 0.95 \\\n"
-            "      --pretrain-epochs 5 --workdir /tmp/run"
+            "      --pretrain-epochs 5 --workdir workdirs/run"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
