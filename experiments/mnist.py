@@ -284,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--config",
-        help="Python config file defining get_config() -> dict of train.Config fields, "
-        "e.g. experiments/configs/paper/lenet300_100.py [default: none]",
+        help="FILE.py[:VARIANT], a Python file defining get_config(variant) -> dict of "
+        "train.Config fields, e.g. experiments/configs/paper/lenet5.py:paper_split [default: none]",
     )
     p.add_argument(
         "--model",

@@ -166,7 +166,7 @@ def write_summary(workdir: str, summaries: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="progressive config file (required)")
+    parser.add_argument("--config", required=True, help="FILE.py[:VARIANT] (required)")
     parser.add_argument("--workdir", required=True, help="directory of the stages (required)")
     parser.add_argument(
         "--seed",

@@ -109,7 +109,7 @@ def run(spec: dict[str, Any], workdir: str, log=print) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="search config file (required)")
+    parser.add_argument("--config", required=True, help="FILE.py[:VARIANT] (required)")
     parser.add_argument("--workdir", required=True, help="directory of the probes (required)")
     args = parser.parse_args(argv)
     try:
