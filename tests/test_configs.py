@@ -136,9 +136,9 @@ def test_loader_errors_name_the_bad_value(tmp_path):
         configs.load(str(path))
 
 
-def test_reading_twice_gives_equal_fresh_dicts():
-    """A fresh module per read: a caller editing one result cannot change the next."""
-    spec = "experiments/configs/beyond/lenet5_val_250x.py:selfdistill"
+def test_read_returns_a_fresh_copy():
+    """What read returns is a fresh copy: a caller editing it cannot change the next."""
+    spec = "experiments/configs/beyond/lenet5_val_250x.py:fc1"  # its split is a module constant
     first = configs.read(spec)
     first["stages"][-1]["sparsity"]["fc1/kernel"] = 0.5
-    assert configs.read(spec) != first
+    assert configs.read(spec)["stages"][-1]["sparsity"]["fc1/kernel"] == 0.99775

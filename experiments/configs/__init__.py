@@ -9,8 +9,10 @@ defines ``get_config(arg: str = "") -> dict`` (big_vision's convention): the par
 spec after ``:`` picks a variant, each a small override of the family's base.
 
 A file is imported by path (``importlib``), not by module name: ``--config`` takes any
-file, a user's own outside this package included, and a fresh module per read means
-that a variant that edits what its base returns cannot leak into the next read.
+file, a user's own outside this package included. The files of this package import
+each other by name (``from experiments.configs.paper import lenet5``). What
+:func:`read` returns is built afresh (new dicts and lists all the way down), so a
+caller that edits it cannot change a file's constants for the next read.
 
 Starting points are declared, not written as paths: a string
 ``"recipe:<file>[:<variant>]#<part>"`` (see :func:`recipe`) is the folder ``<part>`` of
@@ -57,7 +59,8 @@ def results_dir(file: str, variant: str = "") -> str:
 
 
 def resolve(value: Any) -> Any:
-    """``value`` with every ``"recipe:..."`` string replaced by its repo-relative path."""
+    """A copy of ``value`` (new dicts and lists) with every ``"recipe:..."`` string
+    replaced by its repo-relative path."""
     if isinstance(value, Mapping):
         return {k: resolve(v) for k, v in value.items()}
     if isinstance(value, list):
