@@ -18,7 +18,7 @@ only the way the sparsity is reached differs:
   magnitude every ``gradual_every`` steps, then training with the final masks.
 
 The per-layer split is the same for every method: the kept fractions of the model's
-config (``experiments/configs/*.py``) scaled by one factor so the pruned layers reach
+config (``experiments/configs/paper/*.py``) scaled by one factor so the pruned layers reach
 the requested compression exactly (a layer never keeps more than all its weights;
 :func:`scaled_sparsity`).
 
@@ -52,8 +52,8 @@ from experiments.kernels import configure_cpu
 
 METHODS = ("admm", "one_shot", "iterative", "gradual")
 CONFIGS = {
-    "lenet300_100": "experiments/configs/lenet300_100.py",
-    "lenet5": "experiments/configs/lenet5.py",
+    "lenet300_100": "experiments/configs/paper/lenet300_100.py",
+    "lenet5": "experiments/configs/paper/lenet5.py",
 }
 DENSE = {
     "lenet300_100": "experiments/results/lenet300_100/dense",
@@ -124,7 +124,7 @@ def scaled_sparsity(params: Any, base: dict[str, float], compression: float) -> 
 
 
 def _base_config(model: str) -> dict[str, Any]:
-    from experiments.mnist import load_config_file
+    from experiments.configs import load as load_config_file
 
     return load_config_file(CONFIGS[model])
 

@@ -498,7 +498,8 @@ WORKDIR = Option(
 )
 CONFIG_FILE = Option(
     str, None,
-    "Python config file defining get_config() -> dict of Config fields, e.g. {example}",
+    "FILE.py[:VARIANT], a Python file defining get_config(variant) -> dict of Config "
+    "fields, e.g. {example}",
     optional=True, default_text="none",
 )  # fmt: skip
 MULTIHOST: dict[str, Option] = {

@@ -1,6 +1,6 @@
 """Command line: prune BVLC AlexNet on ImageNet ILSVRC-2012 with ADMM.
 
-    python -m experiments.imagenet --config experiments/configs/alexnet_weights.py \\
+    python -m experiments.imagenet --config experiments/configs/paper/alexnet.py:weights \\
         --workdir workdirs/alexnet_weights --pretrained bvlc_alexnet.npz
 
 The same pipeline, options, outputs and resumption as ``python -m experiments.mnist``
@@ -25,7 +25,7 @@ import sys
 import textwrap
 from typing import Any
 
-from experiments import alexnet, config, imagenet_data, mnist, train
+from experiments import alexnet, config, configs, imagenet_data, mnist, train
 from experiments import models as models_lib
 from experiments.kernels import configure_cpu
 
@@ -55,14 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
             80,
         ),
         epilog=mnist.epilog(
-            "  python -m experiments.imagenet --config experiments/configs/alexnet_weights.py \\\n"
+            "  python -m experiments.imagenet \\\n"
+            "      --config experiments/configs/paper/alexnet.py:weights \\\n"
             "      --workdir workdirs/alexnet_weights --pretrained bvlc_alexnet.npz"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     config.add_options(
         p,
-        config_example="experiments/configs/alexnet_weights.py",
+        config_example="experiments/configs/paper/alexnet.py:weights",
         help_text=HELP,
         default_text={"model": MODEL, "dataset": imagenet_data.NAME},
         choices={"model": [MODEL]},
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> train.Config:
     """train.Config's defaults < the config file < the options; ImageNet and AlexNet
     unless the config file says otherwise."""
-    values = mnist.load_config_file(args.config) if args.config else {}
+    values = configs.load(args.config) if args.config else {}
     if args.model is None and "model" not in values:
         args.model = MODEL
     if args.dataset is None and "dataset" not in values:

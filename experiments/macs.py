@@ -19,7 +19,7 @@ removes exactly the multiplications it takes part in (the same count at every
 output position), the accounting of the paper's Tables 3-4. Counts are per example.
 
     python -m experiments.macs WORKDIR                  # a finished run: dense vs pruned
-    python -m experiments.macs --config experiments/configs/alexnet_computation.py
+    python -m experiments.macs --config experiments/configs/paper/alexnet.py:computation
 
 The second form prints the planned budgets (``k = n - floor(s n)`` kept per layer)
 without training. :func:`mac_report` is the library entry point; it depends on JAX
@@ -328,10 +328,10 @@ def workdir_report(workdir: str, which: str = "pruned") -> MacReport:
 
 def config_report(path: str) -> MacReport:
     """The planned MAC table of a config file's sparsity (no training, no data)."""
-    from experiments import mnist
+    from experiments import configs
     from experiments import models as models_lib
 
-    values = mnist.load_config_file(path)
+    values = configs.load(path)
     name = values.get("model")
     if name is None or not values.get("sparsity"):
         raise ValueError(f"config {path} must set model and sparsity")

@@ -1,6 +1,6 @@
 """Command line: prune LeNet-300-100 or LeNet-5 on MNIST-like data with ADMM.
 
-    python -m experiments.mnist --config experiments/configs/lenet300_100.py \\
+    python -m experiments.mnist --config experiments/configs/paper/lenet300_100.py \\
         --workdir workdirs/lenet300_100
 
 Every option overrides the config file (or the defaults of ``train.Config``); the
@@ -20,10 +20,8 @@ prints it the same way.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
 import os
-import runpy
 import socket
 import sys
 import textwrap
@@ -33,7 +31,7 @@ from typing import Any
 import jax
 
 from admmjax import parallel
-from experiments import config, train
+from experiments import config, configs, train
 from experiments.kernels import configure_cpu
 from experiments.schema import ConfigError
 
@@ -64,12 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=epilog(
             "  python -m experiments.mnist --model lenet300_100 --sparsity 0.95 \\\n"
-            "      --pretrain-epochs 5 --workdir /tmp/run"
+            "      --pretrain-epochs 5 --workdir workdirs/run"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     config.add_options(
-        p, config_example="experiments/configs/lenet300_100.py", choices={"model": MODELS}
+        p,
+        config_example="experiments/configs/paper/lenet5.py:paper_split",
+        choices={"model": MODELS},
     )
     return p
 
@@ -90,40 +90,9 @@ def epilog(example: str) -> str:
 # --------------------------------------------------------------------------- checks
 
 
-def load_config_file(path: str) -> dict[str, Any]:
-    """The dict of ``get_config()`` in ``path``, fields of ``train.Config`` only;
-    ValueError naming what is wrong."""
-    values = read_config_file(path)
-    unknown = set(values) - {f.name for f in dataclasses.fields(train.Config)}
-    if unknown:
-        raise ValueError(f"config {path} sets unknown fields {sorted(unknown)}")
-    return values
-
-
-def read_config_file(path: str) -> dict[str, Any]:
-    """The dict ``get_config()`` in the Python file ``path`` returns (any keys: the
-    progressive and search drivers read theirs too); ValueError naming what is wrong."""
-    if not os.path.isfile(path):
-        raise ValueError(f"--config {path!r} is not a file")
-    try:
-        namespace = runpy.run_path(path)
-    except Exception as err:
-        raise ValueError(
-            f"--config {path}: running it failed: {type(err).__name__}: {err}"
-        ) from None
-    if not callable(namespace.get("get_config")):
-        raise ValueError(f"--config {path} defines no get_config() function")
-    values = namespace["get_config"]()
-    if not isinstance(values, dict):
-        raise ValueError(
-            f"--config {path}: get_config() returned {type(values).__name__}, not a dict"
-        )
-    return values
-
-
 def config_from_args(args: argparse.Namespace) -> train.Config:
     """The run's Config: train.Config's defaults < the config file < the options."""
-    values = load_config_file(args.config) if args.config else {}
+    values = configs.load(args.config) if args.config else {}
     values.update(config.cli_values(args))
     if "model" not in values:
         raise ConfigError("give --model or --config")

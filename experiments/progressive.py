@@ -8,7 +8,7 @@ zero (``carry_masks``) and a higher sparsity target. Each stage may change any f
 of :class:`experiments.train.Config` (``rho``, ``rho_growth``, the learning rates and
 budgets), which is how rho and learning rate are scheduled per stage.
 
-    python -m experiments.progressive --config experiments/configs/lenet5_progressive.py \\
+    python -m experiments.progressive --config experiments/configs/beyond/lenet5_progressive.py \\
         --workdir workdirs/lenet5_progressive
 
 A config file defines ``get_config()`` returning ``{"base": {...}, "stages": [{...}, ...]}``:
@@ -32,8 +32,8 @@ import os
 from typing import Any
 
 from experiments import config, train
+from experiments.configs import read as read_config_file
 from experiments.kernels import configure_cpu
-from experiments.mnist import read_config_file
 
 # A stage's `teacher` that names the previous stage's pruned model, resolved by `run`
 # (the path does not exist until that stage has run).
@@ -109,7 +109,7 @@ def rerun_last_stage(spec: dict[str, Any], pretrained: str, **changes: Any) -> d
     warm-started from ``pretrained`` (e.g. an earlier stage's ``pruned/``).
 
     How a config reruns one stage of a chain with another recipe (see
-    ``experiments/configs/lenet300_100_val_60x_*.py``).
+    ``experiments/configs/beyond/lenet300_100_val.py:60x_*``).
     """
     return {
         "base": {**spec.get("base", {}), "pretrained": pretrained},
@@ -166,7 +166,7 @@ def write_summary(workdir: str, summaries: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="progressive config file (required)")
+    parser.add_argument("--config", required=True, help="FILE.py[:VARIANT] (required)")
     parser.add_argument(
         "--workdir",
         required=True,

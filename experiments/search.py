@@ -14,7 +14,7 @@ With ``"allocation": "global"`` in ``run``, each probe lets the projection split
 total budget across layers (see ``train.Config.allocation``): the search is then over
 the total budget alone.
 
-    python -m experiments.search --config experiments/configs/lenet300_100_search.py \\
+    python -m experiments.search --config experiments/configs/beyond/lenet300_100_search.py \\
         --workdir workdirs/lenet300_100_search
 
 The config's ``get_config()`` returns ``{"run": {train.Config fields}, "base_sparsity":
@@ -38,8 +38,8 @@ from flax import nnx
 
 from experiments import config, models, train
 from experiments.baselines import scaled_sparsity
+from experiments.configs import read as read_config_file
 from experiments.kernels import configure_cpu
-from experiments.mnist import read_config_file
 
 KEYS = {"run", "base_sparsity", "low", "high", "probes", "tolerance"}
 
@@ -109,7 +109,7 @@ def run(spec: dict[str, Any], workdir: str, log=print) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="search config file (required)")
+    parser.add_argument("--config", required=True, help="FILE.py[:VARIANT] (required)")
     parser.add_argument(
         "--workdir",
         required=True,

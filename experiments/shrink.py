@@ -14,7 +14,7 @@ The result is exact up to float rounding (tested against the pruned model's logi
 For any pruned LeNet-5 (unstructured too) ``smaller_model.json`` also counts the idle
 weights (:func:`idle_weights`): nonzero weights that cannot change the outputs.
 
-    python -m experiments.shrink experiments/results/lenet5_structured
+    python -m experiments.shrink experiments/results/lenet5_targets_structured
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ For each pruned layer, the bits a deployed model needs:
 The ratio is ``32 * weights / (value bits + codebook bits + position bits)`` over the
 pruned layers (biases excluded, as in the paper's and ADMM-NN's tables).
 
-    python -m experiments.storage experiments/results/lenet5_quantized
+    python -m experiments.storage experiments/results/lenet5_targets_quantized
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ and picks one model by a rule fixed before any run:
 The test accuracy is read for every run and reported, never used to choose.
 
     python -m experiments.sweep --workdir experiments/results/lenet5_val_250x_sweep \\
-        --config chain=experiments/configs/lenet5_val_250x_chain.py \\
-        --config fc1=experiments/configs/lenet5_val_250x_fc1.py --seeds 1 2 3
+        --config chain=experiments/configs/beyond/lenet5_val_250x.py:chain \\
+        --config fc1=experiments/configs/beyond/lenet5_val_250x.py:fc1 --seeds 1 2 3
 
 Run ``(recipe, seed)`` lives in ``WORKDIR/<recipe>/seed_<seed>``: an ordinary
 progressive workdir (``experiments.progressive``), so a killed sweep restarted with
@@ -39,8 +39,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from experiments import config, progressive, schema
+from experiments.configs import read as read_config_file
+from experiments.configs import split_spec
 from experiments.kernels import configure_cpu
-from experiments.mnist import read_config_file
 
 SELECTION_RULE = (
     "highest validation accuracy after retraining; ties: higher recipe mean validation, "
@@ -49,11 +50,12 @@ SELECTION_RULE = (
 
 
 def parse_recipe(arg: str) -> tuple[str, str]:
-    """``NAME=PATH`` or ``PATH`` (named by the file's stem) -> ``(name, path)``."""
+    """``NAME=PATH`` or ``PATH`` (named by its variant, else its stem) -> ``(name, path)``."""
     name, sep, path = arg.partition("=")
     if not sep:
         path = arg
-        name = os.path.splitext(os.path.basename(arg))[0]
+        file, variant = split_spec(arg)
+        name = variant or os.path.splitext(os.path.basename(file))[0]
     if not name or not path:
         raise ValueError(f"--config {arg!r}: expected NAME=PATH or PATH")
     if "/" in name or name.startswith("."):

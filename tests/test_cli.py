@@ -186,13 +186,16 @@ def test_shipped_configs_pass_the_checks(monkeypatch, tmp_path):
         return {}
 
     monkeypatch.setattr(train, "run", fake_run)
-    for config in sorted((REPO / "experiments" / "configs").glob("*.py")):
-        if "experiments.mnist" not in config.read_text().splitlines()[0]:
-            continue  # ImageNet configs: tests/test_imagenet.py
-        mnist.main(["--config", str(config), "--workdir", str(tmp_path / config.stem)])
-    # lenet300_100.py, then lenet5.py, lenet5_2to4.py, lenet5_paper_split.py,
-    # lenet5_quantized.py and lenet5_structured.py
-    assert [c.model for c in started] == ["lenet300_100"] + ["lenet5"] * 5
+    from experiments.configs import command_spec, commands
+
+    for config in sorted((REPO / "experiments" / "configs").glob("*/*.py")):
+        for command in commands(str(config)):
+            if command.startswith("python -m experiments.mnist"):  # ImageNet: test_imagenet.py
+                spec = command_spec(command)
+                mnist.main(["--config", spec, "--workdir", str(tmp_path / spec.replace("/", "_"))])
+    # beyond/lenet5_targets.py:2to4, :structured, :quantized, paper/lenet300_100.py,
+    # then paper/lenet5.py and paper/lenet5.py:paper_split
+    assert [c.model for c in started] == ["lenet5"] * 3 + ["lenet300_100"] + ["lenet5"] * 2
 
 
 # --------------------------------------------------------------------------- workdir

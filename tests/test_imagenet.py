@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import imagenet, imagenet_data, macs, train
+from experiments import configs, imagenet, imagenet_data, macs, train
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_TRAIN, NUM_VAL = 320, 64
-WEIGHTS_CONFIG = str(REPO / "experiments" / "configs" / "alexnet_weights.py")
+WEIGHTS_CONFIG = str(REPO / "experiments" / "configs" / "paper" / "alexnet.py") + ":weights"
 
 
 @pytest.fixture(scope="module")
@@ -175,12 +175,11 @@ def test_shipped_alexnet_configs_pass_the_checks(imagenet_dir, tmp_path, monkeyp
         return {}
 
     monkeypatch.setattr(train, "run", fake_run)
-    for name in ("alexnet_weights", "alexnet_computation"):
-        config = REPO / "experiments" / "configs" / f"{name}.py"
-        assert config.read_text().startswith(
-            f"# python -m experiments.imagenet --config experiments/configs/{name}.py "
-        )
-        imagenet.main(["--config", str(config), "--workdir", str(tmp_path / name),
+    config = REPO / "experiments" / "configs" / "paper" / "alexnet.py"
+    for name in ("weights", "computation"):
+        command = f"python -m experiments.imagenet --config {config.relative_to(REPO)}:{name} "
+        assert any(c.startswith(command) for c in configs.commands(str(config)))
+        imagenet.main(["--config", f"{config}:{name}", "--workdir", str(tmp_path / name),
                        "--data-dir", imagenet_dir])  # fmt: skip
     assert [c.model for c in started] == ["alexnet", "alexnet"]
     assert started[0].dataset == "imagenet2012" and started[0].rho == 1.5e-3

@@ -121,7 +121,7 @@ def test_attribution_through_jit_scan_and_custom_jvp_and_unattributed_products()
 
 
 def test_planned_budgets_and_the_config_cli(capsys):
-    out = macs.main(["--config", "experiments/configs/alexnet_computation.py", "--json"])
+    out = macs.main(["--config", "experiments/configs/paper/alexnet.py:computation", "--json"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["macs"] == out["macs"] == 724_406_816
     rows = {r["path"]: r for r in out["layers"]}
@@ -130,7 +130,7 @@ def test_planned_budgets_and_the_config_cli(capsys):
     assert conv_weights == 2_332_704
     assert round(conv_weights / conv_kept, 1) == 13.4  # the paper's Table 4
     assert rows["conv1/kernel"]["kept"] == 28_227  # conv1 keeps 81%
-    weights = macs.main(["--config", "experiments/configs/alexnet_weights.py", "--json"])
+    weights = macs.main(["--config", "experiments/configs/paper/alexnet.py:weights", "--json"])
     kept = [r["kept"] for r in weights["layers"]]
     assert kept == [28_227, 61_440, 168_100, 132_711, 88_474, 1_056_965, 989_856, 380_928]
     assert round(weights["weights"] / weights["kept"]) == 21  # the paper's Table 3

@@ -13,7 +13,7 @@ import pytest
 import admmjax
 from admmjax.checkpoint import load_pytree
 from experiments import models, progressive, train
-from experiments.mnist import read_config_file
+from experiments.configs import read as read_config_file
 
 QUICK = {
     "model": "lenet300_100",
@@ -109,7 +109,7 @@ def test_a_stage_may_change_the_constraint_kind(mnist_dir):
 def test_shipped_progressive_configs_are_valid(name):
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / f"experiments/configs/{name}.py"
+    path = Path(__file__).resolve().parents[1] / f"experiments/configs/beyond/{name}.py"
     assert "experiments.progressive" in path.read_text().splitlines()[0]
     configs = progressive.stage_configs(read_config_file(str(path)))
     assert [c.carry_masks for c in configs] == [True, True]
@@ -119,15 +119,14 @@ def test_shipped_progressive_configs_are_valid(name):
 def test_every_shipped_progressive_config_parses():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).resolve().parents[1] / "experiments/configs").glob("*.py"))
-    progressive_configs = [
-        p for p in configs if "experiments.progressive" in p.read_text().splitlines()[0]
-    ]
-    assert len(progressive_configs) >= 20
-    for path in progressive_configs:
-        first = path.read_text().splitlines()[0]
-        assert f"--config experiments/configs/{path.name}" in first, path.name
-        assert progressive.stage_configs(read_config_file(str(path))), path.name
+    from experiments.configs import command_spec, commands
+
+    folder = Path(__file__).resolve().parents[1] / "experiments/configs"
+    lines = [c for p in sorted(folder.glob("*/*.py")) for c in commands(str(p))]
+    specs = [command_spec(c) for c in lines if c.startswith("python -m experiments.progressive")]
+    assert len(specs) >= 20
+    for spec in specs:
+        assert progressive.stage_configs(read_config_file(spec)), spec
 
 
 def test_rerun_last_stage_keeps_the_base_and_changes_only_the_last_stage():
@@ -147,13 +146,13 @@ def test_rerun_last_stage_keeps_the_base_and_changes_only_the_last_stage():
 
 # Concentration configs: name -> whole slices their first stage keeps per kernel.
 CONCENTRATED = {
-    "lenet5_val_250x_units64_fc2": {"fc1/kernel": 64},
-    "lenet5_val_250x_units32_fold": {"fc1/kernel": 32},
-    "lenet5_val_250x_filters24_fold": {"conv2/kernel": 24, "fc1/kernel": 64},
-    "lenet5_val_250x_filters16_fold": {"conv2/kernel": 16, "fc1/kernel": 64},
-    "lenet5_val_250x_filters12_fold": {"conv2/kernel": 12, "fc1/kernel": 64},
-    "lenet5_val_250x_conv1_10_fold": {"conv1/kernel": 10, "conv2/kernel": 24, "fc1/kernel": 64},
-    "lenet5_val_250x_filters16_conv1_10_fold": {
+    "units64_fc2": {"fc1/kernel": 64},
+    "units32_fold": {"fc1/kernel": 32},
+    "filters24_fold": {"conv2/kernel": 24, "fc1/kernel": 64},
+    "filters16_fold": {"conv2/kernel": 16, "fc1/kernel": 64},
+    "filters12_fold": {"conv2/kernel": 12, "fc1/kernel": 64},
+    "conv1_10_fold": {"conv1/kernel": 10, "conv2/kernel": 24, "fc1/kernel": 64},
+    "filters16_conv1_10_fold": {
         "conv1/kernel": 10,
         "conv2/kernel": 16,
         "fc1/kernel": 64,
@@ -166,8 +165,8 @@ def test_concentration_configs_keep_the_counts_their_names_say(name, kept):
     """The fraction a config writes floors to exactly the slice count in its name."""
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / f"experiments/configs/{name}.py"
-    first, last = progressive.stage_configs(read_config_file(str(path)))
+    path = Path(__file__).resolve().parents[1] / "experiments/configs/beyond/lenet5_val_250x.py"
+    first, last = progressive.stage_configs(read_config_file(f"{path}:{name}"))
     shapes = {
         "conv1/kernel": (5, 5, 1, 20),
         "conv2/kernel": (5, 5, 20, 50),
@@ -184,7 +183,7 @@ def test_concentration_configs_keep_the_counts_their_names_say(name, kept):
     assert not first.carry_masks and last.carry_masks
     assert all(isinstance(v, float) for v in last.sparsity.values())
     assert sum(round((1 - last.sparsity[p]) * np.prod(s)) for p, s in shapes.items()) == 1720
-    assert last.fold_idle == (name != "lenet5_val_250x_units64_fc2")
+    assert last.fold_idle == (name != "units64_fc2")
 
 
 def test_keep_whole_keeps_exactly_that_many_slices_for_every_count():

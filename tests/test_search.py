@@ -51,9 +51,9 @@ def test_a_search_without_validation_split_is_refused():
 def test_shipped_search_config_is_valid():
     from pathlib import Path
 
-    from experiments.mnist import read_config_file
+    from experiments.configs import read as read_config_file
 
-    path = Path(__file__).resolve().parents[1] / "experiments/configs/lenet300_100_search.py"
+    path = Path(__file__).resolve().parents[1] / "experiments/configs/beyond/lenet300_100_search.py"
     assert "experiments.search" in path.read_text().splitlines()[0]
     cfg = search.check_spec(read_config_file(str(path)))
     assert cfg.model == "lenet300_100" and cfg.validation_size == 5000

@@ -49,7 +49,7 @@ from experiments import data as data_lib  # noqa: E402
 from experiments import models  # noqa: E402
 from experiments.bench.env import environment  # noqa: E402
 
-# The paper's weight-focused ratios (experiments/configs/alexnet_weights.py).
+# The paper's weight-focused ratios (experiments/configs/paper/alexnet.py:weights).
 SPARSITY = {
     "conv1/kernel": 0.19, "conv2/kernel": 0.80, "conv3/kernel": 0.81, "conv4/kernel": 0.80,
     "conv5/kernel": 0.80, "fc6/kernel": 0.972, "fc7/kernel": 0.941, "fc8/kernel": 0.907,

@@ -32,6 +32,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def worker(model: str, steps: int, warmup: int) -> dict:
         model=model, batch_size=batch, devices=devices, sparsity={"fc1/kernel": 0.9},
         progress=False,
     )  # fmt: skip
-    pipe = train.Pipeline(cfg, "/tmp/unused-bench-workdir", log=lambda s: None)
+    pipe = train.Pipeline(cfg, tempfile.gettempdir(), log=lambda s: None)  # writes nothing
     tx = pipe.transform("pretrain")
     step_fn, (params, opt_state) = donating_step(pipe, tx)
     key = jax.random.key(0)

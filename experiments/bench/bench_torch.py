@@ -7,7 +7,7 @@ pipeline's ``data.iterate_batches`` permutation), batch 128, Adam lr 1e-3 with a
 weight decay of 5e-5 added to the gradient (``torch.optim.Adam(weight_decay=5e-5)``,
 the same coupled L2 as ``train.adam_with_l2``), cross-entropy, no augmentation or
 dropout on either side. Ours is the pipeline's pretraining step: an
-``experiments.train.Pipeline`` from ``experiments/configs/<model>.py`` with
+``experiments.train.Pipeline`` from ``experiments/configs/paper/<model>.py`` with
 ``augment_shift=0``, its ``batches`` (host-side gather of uint8 batches, placement on
 the mesh) and its jitted ``admmjax.make_train_step`` driven as ``run_stage`` does.
 PyTorch gets the uint8 batches as tensors, scaled to float / 255 per step, and

@@ -1,7 +1,7 @@
 """Overhead of the ADMM W-step over a plain training step, for both LeNets.
 
 Both steps are the pipeline's own (``experiments.train.Pipeline`` built from
-``experiments/configs/<model>.py``, batch 128): the same ``loss_fn`` (``to_float`` on
+``experiments/configs/paper/<model>.py``, batch 128): the same ``loss_fn`` (``to_float`` on
 device, the config's random translations, cross-entropy), run through
 ``admmjax.make_train_step`` as ``run_stage`` does (params and optimizer state
 donated, a fresh ``fold_in`` key per step), on the same real MNIST batches:

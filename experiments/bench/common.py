@@ -27,11 +27,11 @@ import jax.numpy as jnp  # noqa: E402
 
 import admmjax  # noqa: E402
 from experiments import train  # noqa: E402
-from experiments.mnist import load_config_file  # noqa: E402
+from experiments.configs import load as load_config_file  # noqa: E402
 
 CONFIGS = {
-    "lenet300_100": REPO / "experiments" / "configs" / "lenet300_100.py",
-    "lenet5": REPO / "experiments" / "configs" / "lenet5.py",
+    "lenet300_100": REPO / "experiments" / "configs" / "paper" / "lenet300_100.py",
+    "lenet5": REPO / "experiments" / "configs" / "paper" / "lenet5.py",
 }
 
 
@@ -41,7 +41,7 @@ def default_data_dir() -> str:
 
 
 def make_pipeline(model: str, data_dir: str, **overrides: Any) -> train.Pipeline:
-    """The Pipeline of ``experiments/configs/<model>.py`` with ``overrides`` applied.
+    """The Pipeline of ``experiments/configs/paper/<model>.py`` with ``overrides`` applied.
 
     Progress bars are off; the workdir is a temporary path that is never written
     (only ``Pipeline.run`` writes into it).
