@@ -175,7 +175,8 @@ class Checkpointer:
     def _read(self, step: int, like: PyTree | None) -> tuple[PyTree, dict[str, Any]]:
         """Checkpoint ``step`` (only its metadata when ``like`` is None), verified."""
         items: dict[str, Any] = {
-            "meta": ocp.args.JsonRestore(), "integrity": ocp.args.JsonRestore()
+            "meta": ocp.args.JsonRestore(),
+            "integrity": ocp.args.JsonRestore(),
         }
         if like is not None:
             abstract = {"tree": _abstract(like), "step": jax.ShapeDtypeStruct((), np.int64)}
