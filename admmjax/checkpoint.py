@@ -172,22 +172,16 @@ class Checkpointer:
             self._manager.wait_until_finished()
             fault_point("committed")
 
-    def _read(self, step: int, like: PyTree | None) -> tuple[PyTree, dict[str, Any]]:
+    def _read(self, step: int, like: Any) -> tuple[PyTree, dict[str, Any]]:
         """Checkpoint ``step`` (only its metadata when ``like`` is None), verified."""
-        items: dict[str, Any] = {
-            "meta": ocp.args.JsonRestore(),
-            "integrity": ocp.args.JsonRestore(),
-        }
-        if like is not None:
-            abstract = {"tree": _abstract(like), "step": jax.ShapeDtypeStruct((), np.int64)}
-            items["state"] = ocp.args.StandardRestore(abstract)
+        json_items = {"meta": ocp.args.JsonRestore(), "integrity": ocp.args.JsonRestore()}
         try:
-            out = self._manager.restore(step, args=ocp.args.Composite(**items))
+            out = self._manager.restore(step, args=ocp.args.Composite(**json_items))
             meta, integrity = out.meta, out.integrity
             if not isinstance(meta, dict) or not isinstance(integrity, dict):
                 raise TypeError("metadata or integrity record is not a JSON object")
             recorded = integrity["step"]
-        except Exception as err:  # orbax/tensorstore/JSON errors of every kind
+        except Exception as err:  # orbax/JSON errors of every kind
             raise CheckpointError(f"checkpoint {step} cannot be read ({_one_line(err)})") from err
         if recorded != step:
             raise CheckpointError(
@@ -195,6 +189,15 @@ class Checkpointer:
             )
         if like is None:
             return None, meta
+        try:
+            like = like(meta) if callable(like) else like
+            abstract = {"tree": _abstract(like), "step": jax.ShapeDtypeStruct((), np.int64)}
+            state = ocp.args.StandardRestore(abstract)
+            out = self._manager.restore(step, args=ocp.args.Composite(state=state))
+        except Exception as err:  # orbax/tensorstore errors of every kind
+            raise CheckpointError(
+                f"checkpoint {step}: its arrays cannot be read ({_one_line(err)})"
+            ) from err
         stored = int(np.asarray(out.state["step"]))
         if stored != step:
             raise CheckpointError(f"checkpoint {step}: its arrays hold step {stored}")
@@ -208,7 +211,7 @@ class Checkpointer:
             )
         return tree, meta
 
-    def _newest_valid(self, like: PyTree | None, step: int | None) -> tuple[PyTree, dict]:
+    def _newest_valid(self, like: Any, step: int | None) -> tuple[PyTree, dict]:
         if step is not None:
             return self._read(step, like)
         steps = self.all_steps()
@@ -227,8 +230,11 @@ class Checkpointer:
             return result
         raise CheckpointError(f"no valid checkpoint in {self.directory}: " + "; ".join(errors))
 
-    def restore(self, like: PyTree, step: int | None = None) -> tuple[PyTree, dict[str, Any]]:
+    def restore(self, like: Any, step: int | None = None) -> tuple[PyTree, dict[str, Any]]:
         """Restores checkpoint ``step`` into the structure of ``like``, verified.
+
+        ``like`` is a tree, or a function from a checkpoint's metadata to the tree its
+        arrays have (checkpoints of different stages of a run hold different trees).
 
         With ``step=None``: the newest checkpoint that passes verification; each one
         skipped is logged (one line, what was wrong). Raises :class:`CheckpointError`

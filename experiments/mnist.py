@@ -8,9 +8,10 @@ run resumes from ``WORKDIR/checkpoints`` when restarted with the same command.
 
 Every bad value is refused before any work starts (no data loaded, nothing
 written): argparse's usage message and exit status 2 for options, config files,
-dataset names and paths. A ``--workdir`` that holds a checkpoint of a different run
-raises :class:`WorkdirError` from :func:`main` (a ``ValueError``); the command line
-prints it the same way.
+dataset names and paths. A ``--workdir`` that holds a different run (or its outputs),
+or that another process is using, raises :class:`WorkdirError` from :func:`main` (a
+``ValueError``, see :mod:`experiments.workdir`); the command line prints it the same
+way. A finished workdir of the same run is reported as done, its table printed again.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ import jax
 from admmjax import parallel
 from experiments import models as models_lib
 from experiments import train
+from experiments import workdir as workdir_lib
 from experiments.kernels import configure_cpu
+from experiments.workdir import WorkdirError
 
 DEFAULTS = train.Config()
 
@@ -204,10 +207,6 @@ OUTPUTS = (
     "summary.json, table.md, history.json, weights_histograms.png, residuals_loss.png, "
     "dense/ and pruned/ (orbax params), checkpoints/"
 )
-
-
-class WorkdirError(ValueError):
-    """``--workdir`` holds a checkpoint of a different run."""
 
 
 # --------------------------------------------------------------------------- parsing
@@ -474,11 +473,8 @@ def check_config(cfg: train.Config) -> None:
 
 
 def check_workdir(cfg: train.Config, workdir: str) -> None:
-    """Refuses a workdir holding a checkpoint of another run (model, data or recipe)."""
-    try:
-        train.saved_run(cfg, workdir)
-    except ValueError as err:
-        raise WorkdirError(str(err)) from None
+    """Refuses a workdir holding another run (model, data or recipe): experiments.workdir."""
+    workdir_lib.saved_run(cfg, workdir)
 
 
 # --------------------------------------------------------------------------- main
