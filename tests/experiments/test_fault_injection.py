@@ -82,7 +82,7 @@ def _outputs(workdir: Path) -> dict:
 def test_killed_anywhere_the_restarted_run_ends_bit_identical(tmp_path):
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO),  # the code under test
         "JAX_PLATFORMS": "cpu",
         "ADMMJAX_CACHE": str(tmp_path / "cache"),  # mock data never enters the user's cache
         # Every process compiles the same functions: share them (the same executables).
