@@ -26,6 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _fault_worker  # tests/experiments/, on sys.path as the test's own folder
 import jax
 import numpy as np
 
@@ -37,6 +38,11 @@ WORKER = Path(__file__).with_name("_fault_worker.py")
 OUTPUT_FILES = 5  # history.json, table.md, two figures, summary.json (written last)
 # Kill points while training, in turn: progress of 0, 0-1, 1, 0-1 and 1-2 checkpoints.
 WHILE_TRAINING = ("save:1", "mid-write:1", "committed:1", "save:2", "mid-write:2")
+# The worker's run saves every EVERY steps inside each stage (6 steps each) and at its end.
+EVERY = _fault_worker.CONFIG["checkpoint_every"]
+SAVES_PER_STAGE = _fault_worker.CONFIG["pretrain_steps"] // EVERY
+LAST_INSIDE = (SAVES_PER_STAGE - 1) * EVERY  # step of a stage's last checkpoint before its end
+STAGES = ("pretrain", "admm", "retrain", "done")
 
 
 def _run(workdir: Path, env: dict[str, str], kill_at: str | None) -> subprocess.CompletedProcess:
@@ -116,11 +122,13 @@ def test_killed_anywhere_the_restarted_run_ends_bit_identical(tmp_path):
             if output_kills > OUTPUT_FILES:
                 break
             kill_at = f"output:{output_kills}"
-        elif stage in killed_at_output and step == 4 and not killed_at_output[stage]:
+        elif stage in killed_at_output and step == LAST_INSIDE and not killed_at_output[stage]:
             killed_at_output[stage] = True  # the next output is dense/ or pruned/
             kill_at = "output:1"
-        else:
-            kill_at = next(training)
+        else:  # never past the run's last save (the process would end unkilled)
+            event, n = next(training).split(":")
+            saved = SAVES_PER_STAGE * STAGES.index(stage) + step // EVERY
+            kill_at = f"{event}:{min(int(n), SAVES_PER_STAGE * 3 - saved)}"
     final = _run(workdir, env, None)
     assert final.returncode == 0, final.stderr[-3000:]
     assert "falling back" not in final.stderr
