@@ -211,7 +211,7 @@ class Checkpointer:
             )
         return tree, meta
 
-    def _newest_valid(self, like: Any, step: int | None) -> tuple[PyTree, dict]:
+    def _newest_valid(self, like: Any, step: int | None, warn: bool = True) -> tuple[PyTree, dict]:
         if step is not None:
             return self._read(step, like)
         steps = self.all_steps()
@@ -225,7 +225,8 @@ class Checkpointer:
                 errors.append(str(err))
                 older = [s for s in steps if s < candidate]
                 then = f"falling back to checkpoint {older[-1]}" if older else "no older one"
-                logger.warning("%s in %s; %s", err, self.directory, then)
+                if warn:
+                    logger.warning("%s: %s; %s", self.directory, err, then)
                 continue
             return result
         raise CheckpointError(f"no valid checkpoint in {self.directory}: " + "; ".join(errors))
@@ -242,12 +243,14 @@ class Checkpointer:
         """
         return self._newest_valid(like, step)
 
-    def metadata(self, step: int | None = None) -> dict[str, Any]:
+    def metadata(self, step: int | None = None, *, warn: bool = True) -> dict[str, Any]:
         """Only the JSON metadata of checkpoint ``step`` (default: the newest readable one).
 
         Cheap: the arrays are neither read nor verified (:meth:`restore` does that).
+        ``warn=False`` skips unreadable ones silently (for a look before a restore,
+        which names them).
         """
-        return self._newest_valid(None, step)[1]
+        return self._newest_valid(None, step, warn)[1]
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are on disk."""

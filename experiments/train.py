@@ -38,7 +38,7 @@ import optax
 
 import admmjax
 from admmjax import parallel
-from admmjax.checkpoint import Checkpointer, fault_point, save_pytree
+from admmjax.checkpoint import Checkpointer, CheckpointError, fault_point, save_pytree
 from experiments import data as data_lib
 from experiments import models as models_lib
 from experiments import shrink
@@ -593,7 +593,12 @@ def _run_locked(cfg: Config, workdir: str, log: Callable[[str], None]) -> dict[s
     opt_state = admm_state = None
     if saved is not None:
         # The newest checkpoint that passes verification, into its stage's structure.
-        tree, meta = ckpt.restore(lambda meta: _template(pipe, meta["stage"]))
+        try:
+            tree, meta = ckpt.restore(lambda meta: _template(pipe, meta["stage"]))
+        except CheckpointError as err:
+            raise workdir_lib.WorkdirError(
+                f"workdir {workdir}: {err}; move its checkpoints/ away to start the run over"
+            ) from None
         params, opt_state, admm_state = tree["params"], tree["opt_state"], tree["admm"]
         log(f"resumed {meta['stage']} at step {meta['step']} from {ckpt.directory}")
         if cfg.allocation == "global" and meta["stage"] in ("retrain", "done"):

@@ -128,7 +128,7 @@ def saved_run(cfg: Any, workdir: str) -> dict[str, Any] | None:
         ckpt = Checkpointer(ckpt_dir)
         try:
             if ckpt.latest_step() is not None:
-                meta = ckpt.metadata()
+                meta = ckpt.metadata(warn=False)  # the restore names what it skips
         except admmjax.checkpoint.CheckpointError as err:
             raise WorkdirError(f"workdir {workdir}: {err}") from None
         finally:
