@@ -103,7 +103,7 @@ def test_killed_anywhere_the_restarted_run_ends_bit_identical(tmp_path):
 
     workdir = tmp_path / "killed"
     training = itertools.cycle(WHILE_TRAINING)
-    kills: list[tuple[str, int, str, bool]] = []  # stage, step, kill point, tmp dir left
+    kills: list[tuple[str, int, str, bool]] = []  # stage, step, kill point, orbax tmp dir
     killed_at_output = {"pretrain": False, "retrain": False}
     output_kills = 0
     kill_at = "save:1"
@@ -138,4 +138,6 @@ def test_killed_anywhere_the_restarted_run_ends_bit_identical(tmp_path):
     assert {s for s, *_ in kills} == {"pretrain", "admm", "retrain", "done"}, kills
     assert {k.split(":")[0] for *_, k, _ in kills} == {"save", "mid-write", "committed", "output"}
     assert killed_at_output == {"pretrain": True, "retrain": True}, kills
-    print("kills (stage, step, point, write in flight):", kills)
+    # Killed mid-write: the step's orbax temporary directory was left uncommitted.
+    assert any(k.startswith("mid-write") and tmp for *_, k, tmp in kills), kills
+    print(f"{len(kills)} kills (stage, step, point, orbax tmp dir left):", kills)
