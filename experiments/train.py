@@ -588,6 +588,7 @@ def _run_locked(cfg: Config, workdir: str, log: Callable[[str], None]) -> dict[s
     # Refuses a foreign workdir before loading any data.
     saved = workdir_lib.saved_run(cfg, workdir)
     pipe = Pipeline(cfg, workdir, log=log)
+    os.makedirs(workdir, exist_ok=True)  # the primary's lock made it; other hosts may lag
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
     params = pipe.init_params
     opt_state = admm_state = None
