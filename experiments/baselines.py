@@ -48,6 +48,7 @@ import optax
 
 import admmjax
 from experiments import train
+from experiments import workdir as workdir_lib
 from experiments.kernels import configure_cpu
 
 METHODS = ("admm", "one_shot", "iterative", "gradual")
@@ -228,7 +229,7 @@ def run_one(model: str, method: str, compression: float, b: Budget, workroot: st
     base_sparsity = _base_config(model)["sparsity"]
     pipe = train.Pipeline(_config(model, base_sparsity), workroot, log=lambda s: None)
     final = scaled_sparsity(pipe.init_params, base_sparsity, compression)
-    dense = train.load_dense_params(DENSE[model], pipe.init_params)
+    dense = workdir_lib.load_dense_params(DENSE[model], pipe.init_params)
     start = time.perf_counter()
     if method == "admm":
         workdir = os.path.join(workroot, f"{model}_admm_{compression:g}x_{b.epochs:g}ep")

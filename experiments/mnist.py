@@ -12,9 +12,10 @@ created): argparse's usage message and exit status 2 for options, config values
 (types included), dataset names and preparation, paths, ``--pretrained`` /
 ``--teacher`` params of another shape and multi-host options. The checks raise
 :class:`~experiments.schema.ConfigError` (a ``ValueError``); only :func:`main` turns
-them into exit status 2. A ``--workdir`` that holds a checkpoint of a different run
-raises :class:`WorkdirError` from :func:`main` (a ``ValueError``); the command line
-prints it the same way.
+them into exit status 2. A ``--workdir`` that holds a different run (or its outputs),
+or that another process is using, raises :class:`WorkdirError` from :func:`main` (a
+``ValueError``, see :mod:`experiments.workdir`); the command line prints it the same
+way. A finished workdir of the same run is reported as done, its table printed again.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ import jax
 
 from admmjax import parallel
 from experiments import config, configs, train
+from experiments import workdir as workdir_lib
 from experiments.kernels import configure_cpu
 from experiments.schema import ConfigError
+from experiments.workdir import WorkdirError
 
 MODELS = ("lenet300_100", "lenet5")  # the models of 28x28x1 images (AlexNet: imagenet.py)
 
@@ -41,10 +44,6 @@ OUTPUTS = (
     "summary.json, table.md, history.json, weights_histograms.png, residuals_loss.png, "
     "dense/ and pruned/ (orbax params), checkpoints/"
 )
-
-
-class WorkdirError(ValueError):
-    """``--workdir`` holds a checkpoint of a different run."""
 
 
 # --------------------------------------------------------------------------- parsing
@@ -245,11 +244,8 @@ def wait_for_coordinator(address: str, timeout: float) -> None:
 
 
 def check_workdir(cfg: train.Config, workdir: str) -> None:
-    """Refuses a workdir holding a checkpoint of another run (model, data or recipe)."""
-    try:
-        train.saved_run(cfg, workdir)
-    except ValueError as err:
-        raise WorkdirError(str(err)) from None
+    """Refuses a workdir holding another run (model, data or recipe): experiments.workdir."""
+    workdir_lib.saved_run(cfg, workdir)
 
 
 # --------------------------------------------------------------------------- main

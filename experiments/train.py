@@ -20,6 +20,7 @@ checkpoint left it and ends with the same result as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -36,10 +37,11 @@ import optax
 
 import admmjax
 from admmjax import parallel
-from admmjax.checkpoint import Checkpointer, save_pytree
+from admmjax.checkpoint import Checkpointer, CheckpointError, fault_point, save_pytree
 from experiments import config
 from experiments import data as data_lib
 from experiments import models as models_lib
+from experiments import workdir as workdir_lib
 from experiments.config import TARGET_SPECS, Config, parse_target
 
 __all__ = ["TARGET_SPECS", "Config", "Pipeline", "parse_target", "run"]  # Config: the schema
@@ -171,7 +173,7 @@ class Pipeline:
         self.loss_fn = loss_fn
         # The teacher's params travel as a step argument (not a jit constant), replicated.
         self.teacher = (
-            self.replicate(load_dense_params(cfg.teacher, self.init_params))
+            self.replicate(workdir_lib.load_dense_params(cfg.teacher, self.init_params))
             if cfg.teacher
             else None
         )
@@ -380,82 +382,36 @@ def _fresh_meta(cfg: Config) -> dict[str, Any]:
     }
 
 
-# Config fields that may change between a run and its resumption: where the data lives,
-# bookkeeping, and the device layout (a resumed run may land on another machine). The
-# recipe stays fixed: a different budget would silently change the result of the run.
-_RESUMABLE_CHANGES = {
-    "progress", "data_dir", "checkpoint_every", "eval_batch_size", "devices", "shard_min_size",
-}  # fmt: skip
-
-
-def check_same_run(saved: dict[str, Any], cfg: Config, workdir: str) -> None:
-    """A workdir holds one run: refuse to resume it with another model or recipe.
-
-    A field missing from ``saved`` (a checkpoint older than the field) counts as its
-    default value.
-    """
-    now = dataclasses.asdict(cfg)
-    defaults = dataclasses.asdict(Config())
-    diff = {
-        k: (saved.get(k, defaults[k]), v)
-        for k, v in now.items()
-        if k not in _RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v
-    }
-    if diff:
-        lines = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise ValueError(
-            f"workdir {workdir} holds a checkpoint of a different run ({lines}); "
-            "use another --workdir or the original options"
-        )
-
-
-def saved_run(cfg: Config, workdir: str) -> dict[str, Any] | None:
-    """The metadata of ``workdir``'s latest checkpoint, or ``None`` when there is none.
-
-    Raises ``ValueError`` (via :func:`check_same_run`) when the checkpoint belongs to
-    another run. Reads only the JSON metadata, so it is cheap to call before any data
-    is loaded.
-    """
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(ckpt_dir):
-        return None
-    ckpt = Checkpointer(ckpt_dir)
-    try:
-        if ckpt.latest_step() is None:
-            return None
-        meta = ckpt.metadata()
-    finally:
-        ckpt.close()
-    check_same_run(meta["config"], cfg, os.path.abspath(workdir))
-    return meta
-
-
-def load_dense_params(path: str, like: Any) -> Any:
-    """Dense params from a workdir (its ``dense/``), a params checkpoint directory, or an
-    ``.npz`` / ``.npy`` file keyed by parameter path (converted pretrained weights, see
-    :func:`experiments.alexnet.load_pretrained`)."""
-    if os.path.isfile(path) and path.endswith((".npz", ".npy")):
-        from experiments.alexnet import load_pretrained
-
-        return load_pretrained(path, like)
-    candidate = os.path.join(path, "dense")
-    path = candidate if os.path.isdir(candidate) else path
-    return admmjax.checkpoint.load_pytree(path, like)
-
-
 def run(cfg: Config, workdir: str, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs (or resumes) the whole pipeline in ``workdir``; returns the summary dict."""
     cfg.validate()
     workdir = os.path.abspath(workdir)
-    saved = saved_run(cfg, workdir)  # refuses a foreign workdir before loading any data
+    # One process (the primary) holds the workdir's lock for the whole run.
+    lock = workdir_lib.locked(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        finished = workdir_lib.finished_summary(cfg, workdir)  # refuses another config's
+        if finished is not None:
+            log(f"workdir {workdir} holds this run, finished: nothing to do")
+            return finished
+        return _run_locked(cfg, workdir, log)
+
+
+def _run_locked(cfg: Config, workdir: str, log: Callable[[str], None]) -> dict[str, Any]:
+    # Refuses a foreign workdir before loading any data.
+    saved = workdir_lib.saved_run(cfg, workdir)
     pipe = Pipeline(cfg, workdir, log=log)
-    os.makedirs(workdir, exist_ok=True)
+    os.makedirs(workdir, exist_ok=True)  # the primary's lock made it; other hosts may lag
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=2)
     params = pipe.init_params
     opt_state = admm_state = None
     if saved is not None:
-        like = _template(pipe, saved["stage"])
-        tree, meta = ckpt.restore(like)
+        # The newest checkpoint that passes verification, into its stage's structure.
+        try:
+            tree, meta = ckpt.restore(lambda meta: _template(pipe, meta["stage"]))
+        except CheckpointError as err:
+            raise workdir_lib.WorkdirError(
+                f"workdir {workdir}: {err}; move its checkpoints/ away to start the run over"
+            ) from None
         params, opt_state, admm_state = tree["params"], tree["opt_state"], tree["admm"]
         log(f"resumed {meta['stage']} at step {meta['step']} from {ckpt.directory}")
         if cfg.allocation == "global" and meta["stage"] in ("retrain", "done"):
@@ -463,10 +419,11 @@ def run(cfg: Config, workdir: str, *, log: Callable[[str], None] = print) -> dic
     else:
         meta = _fresh_meta(cfg)
         if pipe.is_primary:
-            with open(os.path.join(pipe.workdir, "config.json"), "w") as f:
-                json.dump(meta["config"], f, indent=2)
+            workdir_lib.write_json_atomic(
+                os.path.join(pipe.workdir, "config.json"), meta["config"], indent=2
+            )
         if cfg.pretrained:
-            params = load_dense_params(cfg.pretrained, params)
+            params = workdir_lib.load_dense_params(cfg.pretrained, params)
             meta["pretrained_from"] = os.path.abspath(cfg.pretrained)
             params = config.on_pretrained(cfg, params)  # e.g. LeNet-5's fold_idle
             meta = _finish_pretrain(pipe, params, meta)
@@ -511,6 +468,7 @@ def run(cfg: Config, workdir: str, *, log: Callable[[str], None] = print) -> dic
             _validate(pipe, params, meta, "pruned")
             meta["histograms"]["retrained"] = histogram(params, pipe.targets)
             log(f"retrained: test accuracy {meta['accuracy']['pruned']:.4f}")
+            fault_point("output")
             save_pytree(os.path.join(pipe.workdir, "pruned"), params)
             meta.update(stage="done", step=0)
         save({"params": params, "opt_state": opt_state, "admm": admm_state}, meta, stage)
@@ -530,6 +488,7 @@ def _finish_pretrain(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[
     _validate(pipe, params, meta, "dense")
     meta["histograms"]["pretrained"] = histogram(params, pipe.targets)
     pipe.log(f"dense model: test accuracy {meta['accuracy']['dense']:.4f}")
+    fault_point("output")
     save_pytree(os.path.join(pipe.workdir, "dense"), params)
     meta.update(stage="admm", step=0)
     return meta
@@ -726,14 +685,20 @@ def write_outputs(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str
     w = pipe.workdir
     if not pipe.is_primary:  # every process holds the same values; one writes them
         return summary
-    with open(os.path.join(w, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    # summary.json goes last and atomically: its presence marks a finished run
+    # (experiments.workdir), so a run killed before it redoes the outputs on restart.
+    fault_point("output")
     with open(os.path.join(w, "history.json"), "w") as f:
         json.dump({k: meta[k] for k in ("loss", "admm", "histograms")}, f)
+    fault_point("output")
     with open(os.path.join(w, "table.md"), "w") as f:
         f.write(summary_markdown(summary, report))
+    fault_point("output")
     plots.histograms(meta["histograms"], os.path.join(w, "weights_histograms.png"))
+    fault_point("output")
     plots.residuals_and_loss(meta, os.path.join(w, "residuals_loss.png"))
+    fault_point("output")
+    workdir_lib.write_json_atomic(os.path.join(w, "summary.json"), summary, indent=2)
     return summary
 
 

@@ -16,7 +16,7 @@ import pytest
 
 import admmjax
 from admmjax.checkpoint import load_pytree
-from experiments import evaluate, mnist, models, train
+from experiments import evaluate, mnist, models, train, workdir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -195,10 +195,10 @@ def test_check_same_run_allows_layout_changes_and_old_checkpoints():
     saved = dict(vars(cfg))
     saved.pop("augment_shift")  # a checkpoint written before the field existed
     saved["devices"], saved["data_dir"] = 8, "/elsewhere"
-    train.check_same_run(saved, cfg, "w")  # same recipe: resumes
+    workdir.check_same_run(saved, cfg, "w")  # same recipe: resumes
     saved["rho"] = 2 * cfg.rho
     with pytest.raises(ValueError, match="rho: saved"):
-        train.check_same_run(saved, cfg, "w")
+        workdir.check_same_run(saved, cfg, "w")
 
 
 def test_step_key_is_the_eager_fold_in():
