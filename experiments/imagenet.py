@@ -6,8 +6,8 @@
 The same pipeline, options, outputs and resumption as ``python -m experiments.mnist``
 (every option of train.Config; ``--help`` lists them), with ImageNet defaults: the
 dataset is ``imagenet2012`` (prepared in the TFDS data dir: see
-:mod:`experiments.imagenet_data`), the model ``alexnet``, and ``--pretrained`` also
-takes converted weights as an ``.npz`` file (see :mod:`experiments.alexnet`). The
+:mod:`experiments.data.imagenet`), the model ``alexnet``, and ``--pretrained`` also
+takes converted weights as an ``.npz`` file (see :mod:`experiments.models.alexnet`). The
 summary adds top-5 accuracy and the multiply-accumulates per layer before and after
 pruning. Runs data-parallel over all local devices (``--devices``) and on several
 hosts (``--coordinator``...), as the MNIST pipeline.
@@ -25,12 +25,12 @@ import sys
 import textwrap
 from typing import Any
 
-import jax
-
 from admmjax import parallel
-from experiments import alexnet, imagenet_data, mnist, train
+from experiments import mnist, train
 from experiments import models as models_lib
+from experiments.data import imagenet as imagenet_data
 from experiments.kernels import configure_cpu
+from experiments.models import alexnet
 
 MODEL = "alexnet"
 
@@ -113,9 +113,7 @@ def check_run(cfg: train.Config, workdir: str) -> None:
         raise ValueError(f"data_dir {cfg.data_dir!r} is not a directory")
     if cfg.pretrained is not None:
         if os.path.isfile(cfg.pretrained) and cfg.pretrained.endswith((".npz", ".npy")):
-            like = jax.eval_shape(
-                lambda: models_lib.functional(models_lib.create_model(MODEL, seed=0))[1]
-            )
+            like = models_lib.abstract_functional(MODEL)[1]
             alexnet.load_pretrained(cfg.pretrained, like)  # refuses a wrong layout
         elif not os.path.isdir(cfg.pretrained):
             raise ValueError(

@@ -423,7 +423,7 @@ def check_dataset(name: str, data_dir: str | None) -> None:
     """An existing TFDS builder with MNIST-like features; reads metadata only, no data."""
     import tensorflow_datasets as tfds
 
-    from experiments import data as data_lib
+    from experiments.data import mnist as data_lib
 
     try:
         builder = tfds.builder(name, data_dir=os.fspath(data_lib.tfds_data_dir(data_dir)))
@@ -467,9 +467,7 @@ def check_config(cfg: train.Config) -> None:
         )
     # Sparsity patterns must match parameters of the model (shapes only: no compute).
     kwargs = {"dropout": cfg.dropout} if cfg.dropout else {}
-    abstract = jax.eval_shape(
-        lambda: models_lib.functional(models_lib.create_model(cfg.model, seed=0, **kwargs))[1]
-    )
+    abstract = models_lib.abstract_functional(cfg.model, **kwargs)[1]
     train.sparsity_targets(abstract, cfg.sparsity)
 
 

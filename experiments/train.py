@@ -38,9 +38,8 @@ import optax
 import admmjax
 from admmjax import parallel
 from admmjax.checkpoint import Checkpointer, save_pytree
-from experiments import data as data_lib
 from experiments import models as models_lib
-from experiments import shrink
+from experiments.data import mnist as data_lib
 
 STAGES = ("pretrain", "admm", "retrain", "done")
 
@@ -74,9 +73,9 @@ class Config:
     # With `pretrained`: weights that are exactly zero there stay zero through ADMM and
     # retraining (progressive ADMM: each stage starts from the last stage's pruned model).
     carry_masks: bool = False
-    # With `pretrained` (LeNet-5 only): first zero the weights that cannot change the
-    # outputs, folding those on constant units into biases (experiments.shrink.
-    # fold_idle_lenet5); with `carry_masks` they then stay zero.
+    # With `pretrained`, for a model with a fold_idle hook (LeNet-5): first zero the
+    # weights that cannot change the outputs, folding those on constant units into
+    # biases (experiments.models.HOOKS); with `carry_masks` they then stay zero.
     fold_idle: bool = False
     pretrain_epochs: float = 10.0
     pretrain_steps: int = 0
@@ -121,10 +120,13 @@ class Config:
             raise ValueError(
                 f"unknown model {self.model!r}; choose from {sorted(models_lib.MODELS)}"
             )
-        if self.fold_idle and (self.model != "lenet5" or not self.pretrained):
+        if self.fold_idle and (
+            models_lib.hook(self.model, "fold_idle") is None or not self.pretrained
+        ):
+            folds = [repr(m) for m in sorted(models_lib.MODELS) if models_lib.hook(m, "fold_idle")]
             raise ValueError(
-                f"fold_idle needs model 'lenet5' and a pretrained model, got model "
-                f"{self.model!r} and pretrained {self.pretrained!r}"
+                f"fold_idle needs a model with a fold_idle hook ({', '.join(folds)}) and a "
+                f"pretrained model, got model {self.model!r} and pretrained {self.pretrained!r}"
             )
         positive = {"batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size}
         for name, value in positive.items():
@@ -514,9 +516,9 @@ class Pipeline:
 
 def data_source(cfg: Config) -> Any:
     """The data of a run, chosen by ``cfg.dataset``: ImageNet (``imagenet2012``) streams
-    JPEGs from disk (:class:`experiments.imagenet_data.ImageNetSource`); any other name
+    JPEGs from disk (:class:`experiments.data.imagenet.ImageNetSource`); any other name
     is an MNIST-like dataset held in memory (:class:`experiments.data.ArraySource`)."""
-    from experiments import imagenet_data
+    from experiments.data import imagenet as imagenet_data
 
     if imagenet_data.is_imagenet(cfg.dataset):
         if cfg.validation_size:
@@ -621,9 +623,9 @@ def saved_run(cfg: Config, workdir: str) -> dict[str, Any] | None:
 def load_dense_params(path: str, like: Any) -> Any:
     """Dense params from a workdir (its ``dense/``), a params checkpoint directory, or an
     ``.npz`` / ``.npy`` file keyed by parameter path (converted pretrained weights, see
-    :func:`experiments.alexnet.load_pretrained`)."""
+    :func:`experiments.models.alexnet.load_pretrained`)."""
     if os.path.isfile(path) and path.endswith((".npz", ".npy")):
-        from experiments.alexnet import load_pretrained
+        from experiments.models.alexnet import load_pretrained
 
         return load_pretrained(path, like)
     candidate = os.path.join(path, "dense")
@@ -657,7 +659,8 @@ def run(cfg: Config, workdir: str, *, log: Callable[[str], None] = print) -> dic
             params = load_dense_params(cfg.pretrained, params)
             meta["pretrained_from"] = os.path.abspath(cfg.pretrained)
             if cfg.fold_idle:
-                folded = shrink.fold_idle_lenet5(params)  # plain dicts, same leaf order
+                fold_idle = models_lib.hook(cfg.model, "fold_idle")
+                folded = fold_idle(params)  # plain dicts, same leaf order
                 params = jax.tree.unflatten(
                     jax.tree.structure(params), map(jnp.asarray, jax.tree.leaves(folded))
                 )
@@ -869,7 +872,7 @@ def _progress(cfg: Config, stage: str, start: int, total: int):
 
 def write_outputs(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str, Any]:
     """summary.json, table.md, history.json and the figures; returns the summary."""
-    from experiments import plots
+    from experiments.analysis import plots
 
     cfg = pipe.cfg
     report = admmjax.sparsity_report(params, pipe.targets)
@@ -931,7 +934,7 @@ def write_outputs(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str
 
 def _mac_summary(pipe: Pipeline, params: Any, report: admmjax.SparsityReport) -> dict[str, Any]:
     """Per-layer MACs per image, dense and pruned (experiments.macs), for the summary."""
-    from experiments import macs
+    from experiments.analysis import macs
 
     kept = {r.path: r.nonzero for r in report.rows}
     table = macs.mac_report(
@@ -955,7 +958,7 @@ def summary_markdown(summary: dict[str, Any], report: admmjax.SparsityReport) ->
         return f"| {name} | {pct(summary[key])} |{extra}\n"
 
     macs = summary.get("macs")
-    from experiments.macs import MacReport
+    from experiments.analysis.macs import MacReport
 
     mac_text = (
         f"\n\nMultiply-accumulates per image: **{macs['macs']:,}** dense, "

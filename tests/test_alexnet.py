@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import alexnet, models
+from experiments import alexnet as alexnet_cli
+from experiments import models
+from experiments.models import alexnet
 
 BVLC_SHAPES = {
     "conv1/kernel": (11, 11, 3, 96),
@@ -33,12 +35,10 @@ def caffe_blobs() -> dict[str, np.ndarray]:
 def model_parts(caffe_blobs, tmp_path_factory):
     """(graphdef, params, apply_fn) of AlexNet holding converted random Caffe blobs.
 
-    The model is built abstractly (``nnx.eval_shape``) and filled from an ``.npz``:
-    NumPy's RNG is much faster on CPU than initialising 61M parameters with JAX.
+    The model is built abstractly (``models.abstract_functional``) and filled from an
+    ``.npz``: NumPy's RNG is much faster on CPU than initialising 61M parameters with JAX.
     """
-    graphdef, like, apply_fn = models.functional(
-        nnx.eval_shape(lambda: models.create_model("alexnet", seed=0))
-    )
+    graphdef, like, apply_fn = models.abstract_functional("alexnet")
     path = tmp_path_factory.mktemp("weights") / "alexnet.npz"
     np.savez(path, **alexnet.convert_caffe(caffe_blobs))
     return graphdef, alexnet.load_pretrained(path, like), apply_fn
@@ -61,7 +61,7 @@ def test_parameter_count_and_shapes_are_bvlc():
 def test_registered_model_counts_exactly(model_parts):
     _, params, _ = model_parts
     assert models.count_params(params) == 60_965_224
-    abstract = jax.eval_shape(lambda: models.functional(models.create_model("alexnet", seed=0))[1])
+    abstract = models.abstract_functional("alexnet")[1]
     assert sum(int(np.prod(v.shape)) for v in jax.tree.leaves(abstract)) == 60_965_224
 
 
@@ -178,7 +178,7 @@ def test_converted_caffe_weights_give_caffe_outputs(model_parts, caffe_blobs):
 
 def test_convert_cli_writes_the_layout(tmp_path, capsys, caffe_blobs):
     np.savez(tmp_path / "caffe.npz", **caffe_blobs)
-    alexnet.main(["convert", str(tmp_path / "caffe.npz"), str(tmp_path / "ours.npz")])
+    alexnet_cli.main(["convert", str(tmp_path / "caffe.npz"), str(tmp_path / "ours.npz")])
     assert "60,965,224 parameters" in capsys.readouterr().out
     with np.load(tmp_path / "ours.npz") as z:
         assert {k: z[k].shape for k in z.files} == alexnet.expected_shapes()
@@ -202,7 +202,7 @@ def test_load_pretrained_names_missing_extra_and_misshaped_keys(tmp_path, model_
 
 
 def test_load_pretrained_from_npy_dict_for_any_model(tmp_path):
-    like = jax.eval_shape(lambda: models.functional(models.create_model("lenet5", seed=0))[1])
+    like = models.abstract_functional("lenet5")[1]
     rng = np.random.default_rng(0)
     arrays = {
         jax.tree_util.keystr(p, simple=True, separator="/"): rng.normal(size=v.shape)

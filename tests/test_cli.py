@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import pytest
 
 from admmjax.checkpoint import Checkpointer
-from experiments import data, mnist, train
+from experiments import mnist, train
+from experiments.data import mnist as data
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ["--model", "lenet300_100", "--sparsity", "0.9", "--no-progress"]

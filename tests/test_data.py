@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import data
+from experiments.data import mnist as data
 
 MOCK = tfds.testing.MockPolicy.USE_CODE
 REAL_TFDS = Path(__file__).resolve().parents[1].parent / "shared" / "tfds"

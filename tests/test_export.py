@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 import admmjax
 from admmjax import _export
 from admmjax.sparse_io import SparseFormatError, load_sparse, read_sparse, save_sparse
-from experiments import models, sparse_inference
+from experiments import models
+from experiments.analysis import sparse_inference
 
 DTYPES = [
     np.float32, np.float16, ml_dtypes.bfloat16, np.float64, np.int32, np.int8, np.uint8, np.bool_,
@@ -302,7 +303,8 @@ def test_bcoo_inference_matches_dense(model):
 def tiny_workdir(tmp_path_factory):
     import tensorflow_datasets as tfds
 
-    from experiments import data, train
+    from experiments import train
+    from experiments.data import mnist as data
 
     root = tmp_path_factory.mktemp("export")
     cfg = train.Config(

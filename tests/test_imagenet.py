@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import imagenet, imagenet_data, macs, train
+from experiments import imagenet, macs, train
+from experiments.data import imagenet as imagenet_data
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_TRAIN, NUM_VAL = 320, 64

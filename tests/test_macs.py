@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import admmjax
-from experiments import macs, models
+from experiments import macs as macs_cli
+from experiments import models
+from experiments.analysis import macs
 
 ALEXNET_MACS = {
     "conv1/kernel": 55 * 55 * 96 * 11 * 11 * 3,
@@ -27,13 +29,11 @@ ALEXNET_MACS = {
 
 
 def _abstract(name: str):
-    return jax.eval_shape(lambda: models.functional(models.create_model(name, seed=0))[1])
+    return models.abstract_functional(name)[1]
 
 
 def _apply(name: str):
-    from flax import nnx
-
-    return models.functional(nnx.eval_shape(lambda: models.create_model(name, seed=0)))[2]
+    return models.abstract_functional(name)[2]
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,7 @@ def test_attribution_through_jit_scan_and_custom_jvp_and_unattributed_products()
 
 
 def test_planned_budgets_and_the_config_cli(capsys):
-    out = macs.main(["--config", "experiments/configs/alexnet_computation.py", "--json"])
+    out = macs_cli.main(["--config", "experiments/configs/alexnet_computation.py", "--json"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["macs"] == out["macs"] == 724_406_816
     rows = {r["path"]: r for r in out["layers"]}
@@ -130,7 +130,7 @@ def test_planned_budgets_and_the_config_cli(capsys):
     assert conv_weights == 2_332_704
     assert round(conv_weights / conv_kept, 1) == 13.4  # the paper's Table 4
     assert rows["conv1/kernel"]["kept"] == 28_227  # conv1 keeps 81%
-    weights = macs.main(["--config", "experiments/configs/alexnet_weights.py", "--json"])
+    weights = macs_cli.main(["--config", "experiments/configs/alexnet_weights.py", "--json"])
     kept = [r["kept"] for r in weights["layers"]]
     assert kept == [28_227, 61_440, 168_100, 132_711, 88_474, 1_056_965, 989_856, 380_928]
     assert round(weights["weights"] / weights["kept"]) == 21  # the paper's Table 3
@@ -139,6 +139,6 @@ def test_planned_budgets_and_the_config_cli(capsys):
 
 def test_cli_needs_exactly_one_source(capsys):
     with pytest.raises(SystemExit) as exc:
-        macs.main([])
+        macs_cli.main([])
     assert exc.value.code == 2
     assert "WORKDIR or --config" in capsys.readouterr().err

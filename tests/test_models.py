@@ -172,3 +172,31 @@ def test_max_pool_gradient_is_jax_max_gradient_bit_for_bit_with_ties():
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError, match="lenet300_100, lenet5"):
         models.create_model("alexnet_v9", seed=0)
+    with pytest.raises(ValueError, match="lenet300_100, lenet5"):
+        models.abstract_functional("alexnet_v9")
+    with pytest.raises(ValueError, match="lenet300_100, lenet5"):
+        models.hook("alexnet_v9", "fold_idle")
+
+
+@pytest.mark.parametrize("name", ["lenet300_100", "lenet5"])
+def test_abstract_functional_matches_an_initialised_model(name):
+    """Same paths, shapes and dtypes as a real init, and nothing computed (abstract leaves)."""
+    _, abstract, abstract_apply = models.abstract_functional(name)
+    _, params, apply_fn = models.functional(models.create_model(name, seed=3))
+    assert jax.tree.structure(abstract) == jax.tree.structure(params)
+    assert all(isinstance(v, jax.ShapeDtypeStruct) for v in jax.tree.leaves(abstract))
+    assert [(v.shape, v.dtype) for v in jax.tree.leaves(abstract)] == [
+        (v.shape, v.dtype) for v in jax.tree.leaves(params)
+    ]
+    # The abstract apply_fn is the model's forward pass: it runs on real params.
+    x = jnp.ones((2, 28, 28, 1))
+    np.testing.assert_array_equal(abstract_apply(params, x), apply_fn(params, x))
+
+
+def test_hooks_only_where_a_model_declares_them():
+    assert models.hook("lenet5", "fold_idle") is models.lenet.fold_idle_lenet5
+    assert models.hook("lenet300_100", "fold_idle") is None
+    assert models.hook("alexnet", "fold_idle") is None
+    with pytest.raises(ValueError, match="unknown model hook 'shrink'; known: fold_idle"):
+        models.hook("lenet5", "shrink")
+    assert set(models.INPUT_SHAPES) == set(models.MODELS)

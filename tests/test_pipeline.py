@@ -137,7 +137,7 @@ def test_tiny_pipeline_on_mock_data(model, tmp_path, monkeypatch):
     """Every stage of both models on tfds mock data with a few steps each."""
     import tensorflow_datasets as tfds
 
-    from experiments import data
+    from experiments.data import mnist as data
 
     monkeypatch.setenv("ADMMJAX_CACHE", str(tmp_path / "cache"))  # never cache mock data
     data.clear_memo()

@@ -55,7 +55,7 @@ def test_global_allocation_keeps_the_total_budget_and_a_validation_split(tmp_pat
 
 
 def test_validation_split_is_held_out_of_training(mnist_dir):
-    from experiments import data
+    from experiments.data import mnist as data
 
     full = data.ArraySource("mnist", mnist_dir, train_subset=1000)
     held = data.ArraySource("mnist", mnist_dir, train_subset=1000, validation_size=200)
@@ -126,7 +126,7 @@ def test_distillation_from_a_teacher_changes_admm_and_retraining_only(tmp_path, 
 
 def test_fold_idle_needs_a_pretrained_lenet5():
     sparsity = {"fc1/kernel": 0.5}
-    with pytest.raises(ValueError, match=r"fold_idle needs model 'lenet5'.*'lenet300_100'"):
+    with pytest.raises(ValueError, match=r"fold_idle hook \('lenet5'\).*'lenet300_100'"):
         train.Config(sparsity=sparsity, fold_idle=True, pretrained="x").validate()
     with pytest.raises(ValueError, match="pretrained None"):
         train.Config(model="lenet5", sparsity=sparsity, fold_idle=True).validate()

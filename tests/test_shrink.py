@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import admmjax
-from experiments import models, shrink
+from experiments import models
+from experiments.analysis import shrink
+from experiments.models.lenet import fold_idle_lenet5, idle_weights
 
 
 def test_smaller_lenet5_matches_the_structurally_pruned_one():
@@ -39,11 +41,11 @@ def test_idle_weights_counts_weights_on_constant_or_unread_units():
     p = {
         k: {n: np.array(v) for n, v in params[k].items()} for k in ("conv1", "conv2", "fc1", "fc2")
     }
-    assert shrink.idle_weights(p) == {f"{k}/kernel": 0 for k in p}  # dense: none idle
+    assert idle_weights(p) == {f"{k}/kernel": 0 for k in p}  # dense: none idle
     p["fc1"]["kernel"][:, 3] = 0.0  # fc1 unit 3 has no inputs: fc2 reads a constant
     p["fc2"]["kernel"][7, :] = 0.0  # nothing reads fc1 unit 7: its 800 inputs are idle
     p["conv2"]["kernel"][..., 5] = 0.0  # conv2 channel 5 is constant: fc1 reads it 16 x 500
-    idle = shrink.idle_weights(p)
+    idle = idle_weights(p)
     assert idle == {
         "conv1/kernel": 0,
         "conv2/kernel": 0,
@@ -71,9 +73,9 @@ def test_folding_idle_weights_keeps_the_logits_and_leaves_none_idle():
     p["fc1"]["kernel"][:, 3] = 0.0  # constant fc1 unit (bias pushed positive below)
     p["fc1"]["bias"][3] = 0.4
     p["fc2"]["kernel"][7, :] = 0.0  # fc1 unit 7 is never read
-    before = shrink.idle_weights(p)
-    folded = shrink.fold_idle_lenet5(p)
-    assert shrink.idle_weights(folded) == {f"{k}/kernel": 0 for k in p}
+    before = idle_weights(p)
+    folded = fold_idle_lenet5(p)
+    assert idle_weights(folded) == {f"{k}/kernel": 0 for k in p}
     assert all(before[f"{k}/kernel"] > 0 for k in ("conv2", "fc1", "fc2"))
     for k in p:
         dropped = np.count_nonzero(p[k]["kernel"]) - np.count_nonzero(folded[k]["kernel"])

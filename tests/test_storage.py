@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import admmjax
-from experiments import storage
+from experiments.analysis import storage
 
 
 def test_quantized_layer_uses_codebook_indices_and_unquantized_raw_floats():

@@ -18,21 +18,14 @@ kernel keeps ``nnz`` of its ``n`` weights costs ``MACs * nnz / n``: each zero we
 removes exactly the multiplications it takes part in (the same count at every
 output position), the accounting of the paper's Tables 3-4. Counts are per example.
 
-    python -m experiments.macs WORKDIR                  # a finished run: dense vs pruned
-    python -m experiments.macs --config experiments/configs/alexnet_computation.py
-
-The second form prints the planned budgets (``k = n - floor(s n)`` kept per layer)
-without training. :func:`mac_report` is the library entry point; it depends on JAX
-and ``admmjax`` only.
+:func:`mac_report` is the library entry point; it depends on JAX and ``admmjax``
+only. The CLI (a run's table, or a config's planned budgets) is :mod:`experiments.macs`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -42,7 +35,6 @@ import numpy as np
 from jax.extend import core as jcore
 
 import admmjax
-from experiments.kernels import configure_cpu
 
 __all__ = ["MacReport", "MacRow", "count_macs", "mac_report", "planned_kept"]
 
@@ -298,80 +290,3 @@ def mac_report(
             nnz = int(np.count_nonzero(np.asarray(leaf)))
         rows.append(MacRow(path, tuple(np.shape(leaf)), size, nnz, int(macs)))
     return MacReport(tuple(rows), int(unattributed))
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _model_input_shape(name: str) -> tuple[int, ...]:
-    from experiments import alexnet
-
-    shapes = {"lenet300_100": (28, 28, 1), "lenet5": (28, 28, 1), "alexnet": alexnet.INPUT_SHAPE}
-    if name not in shapes:
-        raise ValueError(f"no input shape known for model {name!r}; known: {sorted(shapes)}")
-    return shapes[name]
-
-
-def workdir_report(workdir: str, which: str = "pruned") -> MacReport:
-    """The MAC table of a run's ``pruned`` (or ``dense``) params checkpoint."""
-    from flax import nnx
-
-    from experiments import evaluate
-    from experiments import models as models_lib
-
-    cfg, params = evaluate.load_params(workdir, which)
-    _, _, apply_fn = models_lib.functional(
-        nnx.eval_shape(lambda: models_lib.create_model(cfg.model, seed=0))
-    )
-    return mac_report(apply_fn, params, _model_input_shape(cfg.model))
-
-
-def config_report(path: str) -> MacReport:
-    """The planned MAC table of a config file's sparsity (no training, no data)."""
-    from experiments import mnist
-    from experiments import models as models_lib
-
-    values = mnist.load_config_file(path)
-    name = values.get("model")
-    if name is None or not values.get("sparsity"):
-        raise ValueError(f"config {path} must set model and sparsity")
-    from flax import nnx
-
-    # Shapes only: nothing is initialised.
-    _, params, apply_fn = models_lib.functional(
-        nnx.eval_shape(lambda: models_lib.create_model(name, seed=0))
-    )
-    targets = admmjax.sparsity_by_path(params, values["sparsity"])
-    return mac_report(
-        apply_fn, params, _model_input_shape(name), kept=planned_kept(params, targets)
-    )
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.macs",
-        description="Weights and multiply-accumulates per layer before and after pruning "
-        "(per example), as the paper's Tables 3-4: of a finished run (WORKDIR) or of a "
-        "config's planned per-layer budgets (--config).",
-    )
-    p.add_argument("workdir", nargs="?", help="a workdir of experiments.mnist/imagenet")
-    p.add_argument("--config", help="a config file: report its planned budgets instead")
-    p.add_argument("--params", choices=("pruned", "dense"), default="pruned")
-    p.add_argument("--json", action="store_true", help="print JSON instead of markdown")
-    args = p.parse_args(argv)
-    if (args.workdir is None) == (args.config is None):
-        p.error("give a WORKDIR or --config FILE (one of them)")
-    try:
-        report = (
-            config_report(args.config) if args.config else workdir_report(args.workdir, args.params)
-        )
-    except ValueError as err:
-        p.error(str(err))
-    out = report.to_dict()
-    print(json.dumps(out, indent=2) if args.json else report.to_markdown())
-    return out
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
 
-from admmjax._sparsity import path_str
+from admmjax import path_str
 from experiments import models
 
 PyTree = Any

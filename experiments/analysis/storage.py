@@ -11,21 +11,17 @@ For each pruned layer, the bits a deployed model needs:
 The ratio is ``32 * weights / (value bits + codebook bits + position bits)`` over the
 pruned layers (biases excluded, as in the paper's and ADMM-NN's tables).
 
-    python -m experiments.storage experiments/results/lenet5_quantized
+The CLI (a finished run's ``storage.json`` / ``storage.md``) is :mod:`experiments.storage`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
 from typing import Any
 
 import numpy as np
 
 import admmjax
-from experiments.kernels import configure_cpu
 
 
 def layer_storage(path: str, leaf: Any) -> dict[str, Any]:
@@ -86,25 +82,3 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['total_bits']:,} bits in all | **{result['ratio']:.0f}x** |"
     )
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workdir", help="a finished run (its pruned/ and config.json)")
-    args = parser.parse_args(argv)
-    from experiments import evaluate, train
-
-    cfg, params = evaluate.load_params(args.workdir)
-    targets = train.sparsity_targets(params, cfg.sparsity)
-    result = storage(params, targets)
-    with open(os.path.join(args.workdir, "storage.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.join(args.workdir, "storage.md"), "w") as f:
-        f.write(markdown(result))
-    print(markdown(result))
-    return result
-
-
-if __name__ == "__main__":
-    main()

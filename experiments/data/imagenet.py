@@ -12,7 +12,7 @@ Where the data comes from
 
         tfds build imagenet2012 --data_dir=$TFDS_DATA_DIR --file_format=array_record
 
-    or TF-free with :func:`prepare` (this module; hours, bounded by reading the tars)::
+    or TF-free with :func:`prepare` (hours, bounded by reading the tars; its CLI)::
 
         python -m experiments.imagenet_data prepare --data-dir $TFDS_DATA_DIR
 
@@ -31,8 +31,8 @@ Preprocessing (`preprocess`), done on the host with Pillow
 
     JPEGs are decoded with Pillow's draft mode (DCT-domain downscaling to the smallest
     size still >= the target) and resized bilinearly; images stay uint8 until the
-    device (``experiments.data.to_float``). The mean subtraction lives in the model
-    (:class:`experiments.alexnet.AlexNet`), like the weights it belongs to.
+    device (``experiments.data.mnist.to_float``). The mean subtraction lives in the model
+    (:class:`experiments.models.alexnet.AlexNet`), like the weights it belongs to.
 
 Batches (`ImageNetSource`)
     The order of epoch ``e`` is ``experiments.data.epoch_permutation(n, seed, e)`` and
@@ -50,12 +50,9 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import contextlib
 import io
-import json
 import os
 import re
-import sys
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -63,8 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments import data as data_lib
-from experiments.kernels import configure_cpu
+from experiments.data import mnist as data_lib
 
 __all__ = [
     "CROP",
@@ -525,40 +521,3 @@ def write_synthetic_archives(
             jpeg = _random_jpeg(rng, sizes[i % len(sizes)], label)
             _add_bytes(tar, f"ILSVRC2012_val_{i + 1:08d}.JPEG", jpeg)
     return {"train": train_path, "validation": val_path}
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> None:
-    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
-    import argparse
-
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.imagenet_data",
-        description="Prepare imagenet2012 (array_record) for TFDS without TensorFlow, or "
-        "write small synthetic archives in the same layout.",
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-    prep = sub.add_parser("prepare", help="archives in the manual dir -> imagenet2012/5.1.0")
-    prep.add_argument("--data-dir", help="TFDS data dir [default: $TFDS_DATA_DIR]")
-    prep.add_argument("--manual-dir", help="archives [default: DATA_DIR/downloads/manual]")
-    synth = sub.add_parser("synthetic", help="write synthetic archives (for smoke runs)")
-    synth.add_argument("--manual-dir", required=True)
-    synth.add_argument("--train", type=int, default=320, help="training images")
-    synth.add_argument("--val", type=int, default=64, help="validation images")
-    synth.add_argument("--classes", type=int, default=10)
-    args = p.parse_args(argv)
-    if args.command == "prepare":
-        out = prepare(args.data_dir, manual=args.manual_dir)
-        print(json.dumps({"prepared": os.fspath(out)}))
-    else:
-        paths = write_synthetic_archives(
-            args.manual_dir, num_train=args.train, num_val=args.val, num_classes=args.classes
-        )
-        print(json.dumps({k: os.fspath(v) for k, v in paths.items()}))
-
-
-if __name__ == "__main__":
-    with contextlib.suppress(BrokenPipeError):
-        main(sys.argv[1:])

@@ -673,7 +673,7 @@ class ArraySource:
     Loads both splits with `load_split` (``train`` and ``test``), keeping the first
     ``train_subset`` training images when it is > 0. The batch methods are
     `iterate_batches` and `iterate_eval` over these arrays; other sources (e.g.
-    :class:`experiments.imagenet_data.ImageNetSource`) offer the same interface:
+    :class:`experiments.data.imagenet.ImageNetSource`) offer the same interface:
     ``num_train``, ``num_test``, ``image_shape``, ``top5``, ``train_batches`` and
     ``eval_batches``.
     """

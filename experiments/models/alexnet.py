@@ -29,7 +29,7 @@ Caffe weights apply unchanged once conv1's input channels are flipped BGR -> RGB
 
 Dropout (rate ``dropout``, default 0.5 as in BVLC) acts on the fc6 and fc7
 activations when ``train=True``; the key comes with each call (``rngs=``), as in
-:class:`experiments.models.LeNet5`. Initialisation is Flax's (LeCun normal kernels,
+:class:`experiments.models.lenet.LeNet5`. Initialisation is Flax's (LeCun normal kernels,
 zero biases) rather than BVLC's Gaussians: the paper starts from pretrained weights.
 
 Pretrained weights (:func:`load_pretrained`) come from a local ``.npz`` whose keys are
@@ -48,14 +48,13 @@ the parameter paths, in this module's layout::
 of ``bvlc_alexnet.caffemodel``, saved by pycaffe as ``{"conv1/0": W, "conv1/1": b,
 ...}``): conv kernels OIHW -> HWIO, conv1's input channels BGR -> RGB, fc6's input
 rows from Caffe's (C, H, W) flatten order to ours (H, W, C), fc kernels transposed.
-``python -m experiments.alexnet convert CAFFE_BLOBS.npz OUT.npz`` runs it.
+``python -m experiments.alexnet convert CAFFE_BLOBS.npz OUT.npz`` runs it
+(the CLI in :mod:`experiments.alexnet`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from experiments.kernels import configure_cpu
+from experiments.models.base import abstract_functional
 
 __all__ = [
     "BVLC_MEAN_RGB",
@@ -183,9 +182,8 @@ class AlexNet(nnx.Module):
 
 def expected_shapes(num_classes: int = 1000) -> dict[str, tuple[int, ...]]:
     """Parameter path -> shape of :class:`AlexNet` (the ``.npz`` layout)."""
-    model = nnx.eval_shape(lambda: AlexNet(rngs=nnx.Rngs(0), num_classes=num_classes))
-    state = nnx.state(model, nnx.Param)
-    flat = jax.tree_util.tree_flatten_with_path(nnx.as_pure(state))[0]
+    params = abstract_functional(AlexNet, num_classes=num_classes)[1]
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
     return {jax.tree_util.keystr(p, simple=True, separator="/"): tuple(v.shape) for p, v in flat}
 
 
@@ -276,27 +274,3 @@ def convert_caffe(blobs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
                 )
             out[key] = np.ascontiguousarray(arr)
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.alexnet",
-        description="Convert Caffe bvlc_alexnet blobs (an .npz keyed 'conv1/0', 'conv1/1', "
-        "...) to this repository's AlexNet layout (an .npz keyed 'conv1/kernel', ...).",
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-    conv = sub.add_parser("convert", help="Caffe blobs .npz -> AlexNet params .npz")
-    conv.add_argument("caffe_npz")
-    conv.add_argument("out_npz")
-    args = p.parse_args(argv)
-    with np.load(args.caffe_npz, allow_pickle=False) as z:
-        blobs = {k: z[k] for k in z.files}
-    params = convert_caffe(blobs)
-    np.savez(args.out_npz, **params)
-    total = sum(v.size for v in params.values())
-    print(f"wrote {args.out_npz}: {len(params)} arrays, {total:,} parameters")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

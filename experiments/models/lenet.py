@@ -1,41 +1,22 @@
-"""Flax NNX models of the paper: LeNet-300-100, LeNet-5 (Caffe layout) and AlexNet.
+"""Flax NNX models of the paper's MNIST experiments: LeNet-300-100 and LeNet-5 (Caffe layout).
 
-AlexNet (BVLC, for ImageNet) lives in :mod:`experiments.alexnet` and is registered here.
-
-Every model takes NHWC float32 images in [0, 1] (see `experiments.data.to_float`) and
-returns logits. The forward pass is ``model(x, *, train=False, rngs=None)``:
-
-* ``train`` switches dropout on; it is a Python bool, so it must be static under
-  ``jax.jit`` (the training step fixes it, or use ``static_argnames="train"``).
-* ``rngs`` is a ``jax.random`` key (or ``nnx.Rngs``) used only by dropout when
-  ``train=True``. Models keep no RNG state of their own, so the whole module state is
-  its ``nnx.Param`` variables: ``functional`` gives a pure ``apply_fn(params, x, train,
-  rng)`` and the training step splits a fresh key per step (``jax.random.fold_in(key,
-  step)``), which also makes dropout reproducible on resume.
+Conventions shared by every model (input NHWC float32 in [0, 1], ``model(x, *,
+train=False, rngs=None)``) are in :mod:`experiments.models.base`. LeNet-5's hook
+:func:`fold_idle_lenet5` (registered in :mod:`experiments.models`) folds the weights
+that cannot change its outputs; the reasoning is in the docstring below it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from experiments import kernels
-from experiments.alexnet import AlexNet
 
-__all__ = [
-    "MODELS",
-    "LeNet5",
-    "LeNet300100",
-    "count_params",
-    "create_model",
-    "functional",
-]
-
-ApplyFn = Callable[..., jax.Array]
+__all__ = ["LeNet5", "LeNet300100", "fold_idle_lenet5", "idle_weights"]
 
 
 class LeNet300100(nnx.Module):
@@ -100,51 +81,86 @@ class LeNet5(nnx.Module):
         return self.fc2(x)
 
 
-MODELS: dict[str, type[nnx.Module]] = {
-    "lenet300_100": LeNet300100,
-    "lenet5": LeNet5,
-    "alexnet": AlexNet,  # BVLC AlexNet for ImageNet: experiments/alexnet.py
-}
+# --------------------------------------------------------------------------- fold_idle hook
+
+_LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
 
-def create_model(name: str, *, seed: int, **kwargs: Any) -> nnx.Module:
-    """Build the registered model ``name`` with parameters initialised from ``seed``."""
-    try:
-        cls = MODELS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}"
-        ) from None
-    return cls(rngs=nnx.Rngs(seed), **kwargs)
+def _live_masks(params: Any) -> dict[str, np.ndarray]:
+    """The nonzero kernel weights of a LeNet-5 that can change its outputs.
 
-
-def functional(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, ApplyFn]:
-    """Split ``model`` into ``(graphdef, params, apply_fn)`` for pure JAX code.
-
-    ``params`` is an ``nnx.State`` of the model's ``nnx.Param`` values with the
-    ``Param`` wrappers stripped (``nnx.as_pure``), so its leaves are plain arrays and
-    paths print as ``fc1/kernel`` with ``jax.tree_util.keystr(path, simple=True,
-    separator="/")`` (the wrapped state would print ``fc1/kernel/value``).
-    ``apply_fn(params, x, train=False, rng=None) -> logits`` is pure and jit-able; it
-    also accepts the wrapped state or ``nnx.to_pure_dict(params)``. ``train`` must be a
-    Python bool (static under jit). Non-parameter state (none in the models here) is
-    closed over as constants.
+    A weight is idle when it reads a unit with no nonzero input weight (a constant) or
+    writes a unit that no later nonzero weight reads; dropping one idle weight can
+    idle others, so this repeats until nothing changes.
     """
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    nz = {k: np.asarray(params[k]["kernel"]) != 0 for k in _LAYERS}
+    c2 = nz["conv2"].shape[-1]
+    while True:
+        before = sum(int(v.sum()) for v in nz.values())
+        # Units with some input weight (an input image pixel always varies).
+        fed1 = nz["conv1"].any(axis=(0, 1, 2))
+        fed2 = nz["conv2"].any(axis=(0, 1, 2))
+        fed3 = nz["fc1"].any(axis=0)
+        # Units some later weight reads (every logit is read).
+        read1 = nz["conv2"].any(axis=(0, 1, 3))
+        read2 = nz["fc1"].reshape(4, 4, c2, -1).any(axis=(0, 1, 3))  # flatten order HWC
+        read3 = nz["fc2"].any(axis=1)
+        nz["conv1"] &= read1
+        nz["conv2"] &= fed1[None, None, :, None] & read2
+        nz["fc1"] &= (np.tile(fed2, 16)[:, None]) & read3[None, :]
+        nz["fc2"] &= fed3[:, None]
+        if sum(int(v.sum()) for v in nz.values()) == before:
+            return nz
 
-    def apply_fn(
-        params: nnx.State, x: jax.Array, train: bool = False, rng: jax.Array | None = None
-    ) -> jax.Array:
-        # merge only runs at trace time under jit; the module is rebuilt around the
-        # traced parameters, so gradients flow to `params`.
-        module = nnx.merge(graphdef, params, rest)
-        return module(x, train=train, rngs=rng)
 
-    return graphdef, nnx.as_pure(params), apply_fn
+def idle_weights(params: Any) -> dict[str, int]:
+    """Per layer, the nonzero kernel weights of a LeNet-5 that cannot change its outputs.
+
+    Those reading a unit with no nonzero input weight (a constant, which the next
+    layer's bias can absorb: :func:`fold_idle_lenet5`) or writing a unit that no later
+    nonzero weight reads. Unstructured pruning leaves such weights too: a layer's
+    projection does not know which units the other layers dropped.
+    """
+    live = _live_masks(params)
+    return {
+        f"{k}/kernel": int(np.count_nonzero(params[k]["kernel"])) - int(live[k].sum())
+        for k in _LAYERS
+    }
 
 
-def count_params(params: Any) -> int:
-    """Total number of scalar parameters in a pytree (``nnx.State``, dict, Module...)."""
-    if isinstance(params, nnx.Module):
-        params = nnx.state(params, nnx.Param)
-    return int(sum(jnp.size(leaf) for leaf in jax.tree.leaves(params)))
+def fold_idle_lenet5(params: Any) -> dict[str, dict[str, np.ndarray]]:
+    """The same LeNet-5 function with every idle weight zeroed (shapes unchanged).
+
+    Weights on a constant unit are folded into the next layer's bias (as
+    :func:`shrink_lenet5` does before it removes units); weights into a unit nothing
+    reads are dropped. Exact up to float rounding. A progressive stage that carries
+    masks then keeps these weights at zero, so its projections spend the budget on
+    units that matter.
+    """
+    p = _fold_idle(params)
+    return {
+        k: {n: v.astype(np.asarray(params[k][n]).dtype) for n, v in d.items()} for k, d in p.items()
+    }
+
+
+def _fold_idle(params: Any) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`fold_idle_lenet5` in float64."""
+    live = _live_masks(params)
+    p = {k: {n: np.asarray(v, np.float64).copy() for n, v in params[k].items()} for k in _LAYERS}
+    k2, k3, k4 = (p[k]["kernel"] for k in _LAYERS[1:])
+    c2 = k2.shape[-1]
+    # Constant units: no live input weight. Biases are updated in forward order, so
+    # a unit made constant by folds upstream gets its folded value.
+    for i in np.flatnonzero(~live["conv1"].any(axis=(0, 1, 2))):
+        p["conv2"]["bias"] += p["conv1"]["bias"][i] * k2[:, :, i, :].sum(axis=(0, 1))
+        k2[:, :, i, :] = 0.0
+    rows = k3.reshape(4, 4, c2, -1)  # a view: flatten order HWC
+    for j in np.flatnonzero(~live["conv2"].any(axis=(0, 1, 2))):
+        p["fc1"]["bias"] += p["conv2"]["bias"][j] * rows[:, :, j, :].sum(axis=(0, 1))
+        rows[:, :, j, :] = 0.0
+    for u in np.flatnonzero(~live["fc1"].any(axis=0)):
+        p["fc2"]["bias"] += max(p["fc1"]["bias"][u], 0.0) * k4[u, :]
+        k4[u, :] = 0.0
+    for k in _LAYERS:  # what is left idle writes unread units: drop it
+        p[k]["kernel"] *= live[k]
+    return p

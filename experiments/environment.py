@@ -1,4 +1,4 @@
-"""What every benchmark JSON records about the machine, so figures can be compared."""
+"""What every measurement (benchmark JSONs, export timings) records about the machine."""
 
 from __future__ import annotations
 
