@@ -8,13 +8,20 @@ that cannot change its outputs; the reasoning is in the docstring below it.
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
 
-from experiments import kernels
+try:  # looked up at call time (bench_epoch swaps them for its A/B runs)
+    from experiments import kernels
+except ImportError:  # without experiments/kernels/: Flax's own ops (same values, slower)
+    kernels = types.SimpleNamespace(
+        conv_general_dilated=jax.lax.conv_general_dilated,
+        max_pool_2x2=lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2)),
+    )
 
 __all__ = ["LeNet5", "LeNet300100", "fold_idle_lenet5", "idle_weights"]
 
@@ -56,7 +63,7 @@ class LeNet5(nnx.Module):
     def __init__(self, *, rngs: nnx.Rngs, num_classes: int = 10, dropout: float = 0.0):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        # experiments.conv: XLA's convolution with a cheaper input gradient on CPU.
+        # experiments.kernels.conv: XLA's convolution with a cheaper input gradient on CPU.
         conv_kw = dict(padding="VALID", conv_general_dilated=kernels.conv_general_dilated)
         self.conv1 = nnx.Conv(1, 20, (5, 5), rngs=rngs, **conv_kw)
         self.conv2 = nnx.Conv(20, 50, (5, 5), rngs=rngs, **conv_kw)

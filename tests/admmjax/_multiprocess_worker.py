@@ -4,7 +4,7 @@ As a script it is one process of a multi-process CPU run (started by
 ``test_parallel.py::test_two_processes_match_single_process``)::
 
     ADMMJAX_COORDINATOR=127.0.0.1:PORT ADMMJAX_NUM_PROCESSES=2 ADMMJAX_PROCESS_ID=I \\
-        python tests/_multiprocess_worker.py OUT_DIR LOCAL_DEVICES
+        python tests/admmjax/_multiprocess_worker.py OUT_DIR LOCAL_DEVICES
 
 It joins the run through ``admmjax.parallel.initialize`` (environment variables),
 feeds its contiguous half of every global batch through ``shard_batch``, runs

@@ -10,7 +10,6 @@ import numpy as np
 import optax
 import pytest
 from _bruteforce import keep_of, ref_project
-from flax import nnx
 
 import admmjax
 from admmjax import Keep
@@ -235,63 +234,6 @@ def test_penalty_before_adam_under_jit():
         p_ref = optax.apply_updates(p_ref, upd)
     for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(p_ref), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-
-
-class MLP(nnx.Module):
-    def __init__(self, rngs):
-        self.fc1 = nnx.Linear(6, 5, rngs=rngs)
-        self.fc2 = nnx.Linear(5, 3, rngs=rngs)
-
-    def __call__(self, x):
-        return self.fc2(nnx.relu(self.fc1(x)))
-
-
-def test_penalty_with_nnx_optimizer():
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((8, 6)), jnp.float32)
-    y = jnp.asarray(np.random.default_rng(1).standard_normal((8, 3)), jnp.float32)
-    model = MLP(nnx.Rngs(0))
-    params = nnx.state(model, nnx.Param)
-    targets = admmjax.uniform_sparsity(params, 0.6)
-    state = admmjax.init(params, targets)
-    state, _ = admmjax.update(state, perturbed(params, 0.2, 1), targets)  # U != 0
-    # Per-leaf rho built from the NNX state itself (leaves arrive as Variables).
-    rho = jax.tree.map(lambda _: 0.4, params)
-    lr = 1e-2
-
-    def loss_fn(model):
-        return jnp.mean((model(x) - y) ** 2)
-
-    # Reference in pure arrays: grads + rho (W - Z + U), then Adam.
-    pure = nnx.as_pure(params)
-    grads = nnx.as_pure(nnx.grad(loss_fn)(model))
-    pure_state = nnx.as_pure(state)
-    g_aug = jax.tree.map(
-        lambda g, w, z, u: g if z is None else g + 0.4 * (w - z + u),
-        grads,
-        pure,
-        pure_state.z,
-        pure_state.u,
-        is_leaf=lambda v: v is None,
-    )
-    adam = optax.adam(lr)
-    upd, _ = adam.update(g_aug, adam.init(pure), pure)
-    want = optax.apply_updates(pure, upd)
-
-    for r in (0.4, rho):
-        m = MLP(nnx.Rngs(0))
-        optimizer = nnx.Optimizer(m, optax.chain(admmjax.penalty(r), optax.adam(lr)), wrt=nnx.Param)
-
-        @nnx.jit
-        def train_step(m, optimizer, admm_state):
-            grads = nnx.grad(loss_fn)(m)
-            optimizer.update(m, grads, admm_state=admm_state)
-
-        train_step(m, optimizer, state)
-        got = nnx.as_pure(nnx.state(m, nnx.Param))
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-        with pytest.raises(ValueError, match="admm_state"):
-            optimizer.update(m, nnx.grad(loss_fn)(m))
 
 
 # --- end to end ----------------------------------------------------------------------------

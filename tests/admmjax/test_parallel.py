@@ -36,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 import admmjax
 from admmjax import parallel
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NUM_DEVICES = 4
 
 
@@ -385,7 +385,7 @@ def test_two_processes_match_single_process(tmp_path, four_device_run):
         JAX_PLATFORMS="cpu",
         PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
     )
-    script = str(REPO / "tests" / "_multiprocess_worker.py")
+    script = str(REPO / "tests" / "admmjax" / "_multiprocess_worker.py")
     procs = [
         subprocess.Popen(
             [sys.executable, script, str(tmp_path), "2"],

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,24 +24,6 @@ def linen_params():
             "Conv_0": {"kernel": jnp.ones((5, 5, 1, 20)), "bias": jnp.zeros(20)},
         }
     }
-
-
-class Net(nnx.Module):
-    def __init__(self, rngs: nnx.Rngs):
-        self.conv1 = nnx.Conv(1, 4, kernel_size=(3, 3), rngs=rngs)
-        self.fc1 = nnx.Linear(36, 8, rngs=rngs)
-        self.fc2 = nnx.Linear(8, 3, rngs=rngs)
-
-    def __call__(self, x):
-        x = nnx.relu(self.conv1(x))
-        x = x[:, :3, :3, :].reshape(x.shape[0], -1)
-        return self.fc2(nnx.relu(self.fc1(x)))
-
-
-def nnx_params():
-    model = Net(nnx.Rngs(0))
-    _, state = nnx.split(model, nnx.Param)
-    return state
 
 
 def counts_by_path(params, targets):
@@ -234,44 +215,3 @@ def test_linen_nested_dict_paths_and_counts():
         "params/Dense_1/bias": None,
         "params/Dense_1/kernel": 10,
     }
-
-
-def test_nnx_state_paths_targets_and_projection():
-    state = nnx_params()
-    paths = admmjax.leaf_paths(state)
-    assert paths == [
-        "conv1/bias",
-        "conv1/kernel",
-        "fc1/bias",
-        "fc1/kernel",
-        "fc2/bias",
-        "fc2/kernel",
-    ]
-    t = admmjax.sparsity_by_path(state, {"fc1/kernel": 0.75, "conv*": Keep(3)})
-    assert counts_by_path(state, t) == {
-        "conv1/bias": 3,  # glob "conv*" matches the bias too
-        "conv1/kernel": 3,
-        "fc1/bias": None,
-        "fc1/kernel": 72,  # 288 - 216
-        "fc2/bias": None,
-        "fc2/kernel": None,
-    }
-    t = admmjax.uniform_sparsity(state, 0.5)
-    assert counts_by_path(state, t) == {
-        "conv1/bias": None,
-        "conv1/kernel": 18,
-        "fc1/bias": None,
-        "fc1/kernel": 144,
-        "fc2/bias": None,
-        "fc2/kernel": 12,
-    }
-    projected = admmjax.project(state, t)
-    assert isinstance(projected, nnx.State)
-    assert int(jnp.count_nonzero(projected["fc1"]["kernel"][...])) == 144
-    np.testing.assert_array_equal(projected["fc1"]["bias"][...], state["fc1"]["bias"][...])
-    # The projected state loads back into a model.
-    model = Net(nnx.Rngs(1))
-    nnx.update(model, projected)
-    assert int(jnp.count_nonzero(model.fc2.kernel[...])) == 12
-    with pytest.raises(ValueError, match="fc1/kernel"):
-        admmjax.sparsity_by_path(state, {"fc1/kernel": 1.0})

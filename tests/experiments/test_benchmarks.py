@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "experiments" / "bench"
 SCRIPTS = sorted(p.stem for p in BENCH.glob("bench_*.py"))
 
@@ -113,6 +113,7 @@ def test_bench_scripts_found():
     assert "bench_wallclock" in SCRIPTS
 
 
+@pytest.mark.torch
 def test_torch_is_installed():
     """The PyTorch peer benchmark is part of CI: a missing torch is a failure."""
     try:
@@ -149,7 +150,11 @@ def quick_runs(
         yield runs
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script",
+    [pytest.param(s, marks=pytest.mark.torch) if s == "bench_torch" else s for s in SCRIPTS],
+)
 def test_bench_quick(script: str, quick_runs: dict[str, tuple[Future, Path]]):
     future, out = quick_runs[script]
     proc = future.result()

@@ -16,7 +16,7 @@ from admmjax.checkpoint import Checkpointer
 from experiments import mnist, train
 from experiments.data import mnist as data
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BASE = ["--model", "lenet300_100", "--sparsity", "0.9", "--no-progress"]
 UNITS = (
     "in epochs",
@@ -194,7 +194,7 @@ def test_shipped_configs_pass_the_checks(monkeypatch, tmp_path):
     monkeypatch.setattr(train, "run", fake_run)
     for config in sorted((REPO / "experiments" / "configs").glob("*.py")):
         if "experiments.mnist" not in config.read_text().splitlines()[0]:
-            continue  # ImageNet configs: tests/test_imagenet.py
+            continue  # ImageNet configs: tests/experiments/test_imagenet.py
         mnist.main(["--config", str(config), "--workdir", str(tmp_path / config.stem)])
     # lenet300_100.py, then lenet5.py, lenet5_2to4.py, lenet5_paper_split.py,
     # lenet5_quantized.py and lenet5_structured.py
@@ -243,6 +243,7 @@ def test_workdir_of_another_model_through_the_command_line(tmp_path):
 # --------------------------------------------------------------------------- a tiny run
 
 
+@pytest.mark.slow
 def test_tiny_run_prints_the_summary_tables(tmp_path, monkeypatch, capsys):
     import tensorflow_datasets as tfds
 

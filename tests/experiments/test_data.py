@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from experiments.data import mnist as data
 
 MOCK = tfds.testing.MockPolicy.USE_CODE
-REAL_TFDS = Path(__file__).resolve().parents[1].parent / "shared" / "tfds"
+REAL_TFDS = Path(__file__).resolve().parents[2].parent / "shared" / "tfds"
 # Resolved at import, before the fixture below points $ADMMJAX_CACHE at a tmp dir.
 USER_CACHE = data.cache_dir()
 

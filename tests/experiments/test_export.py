@@ -321,6 +321,7 @@ def tiny_workdir(tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.slow
 def test_export_cli_writes_checks_and_benchmarks(tiny_workdir, tmp_path, capsys):
     from admmjax.checkpoint import load_pytree
     from experiments import export

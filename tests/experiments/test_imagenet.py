@@ -17,7 +17,7 @@ from PIL import Image
 from experiments import imagenet, macs, train
 from experiments.data import imagenet as imagenet_data
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NUM_TRAIN, NUM_VAL = 320, 64
 WEIGHTS_CONFIG = str(REPO / "experiments" / "configs" / "alexnet_weights.py")
 
@@ -187,6 +187,7 @@ def test_shipped_alexnet_configs_pass_the_checks(imagenet_dir, tmp_path, monkeyp
     assert started[0].dataset == "imagenet2012" and started[0].rho == 1.5e-3
 
 
+@pytest.mark.slow
 def test_alexnet_through_every_stage_on_synthetic_imagenet(tmp_path, imagenet_dir, capsys):
     """Data-parallel over 2 devices, a few steps of pretraining, ADMM and retraining with
     the paper's weight-focused ratios; exact budgets, top-5, MACs, the macs CLI."""

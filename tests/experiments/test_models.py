@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import _lenet_case
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -200,3 +206,36 @@ def test_hooks_only_where_a_model_declares_them():
     with pytest.raises(ValueError, match="unknown model hook 'shrink'; known: fold_idle"):
         models.hook("lenet5", "shrink")
     assert set(models.INPUT_SHAPES) == set(models.MODELS)
+
+
+_WITHOUT_KERNELS = """
+import importlib.abc, sys
+class NoKernels(importlib.abc.MetaPathFinder):  # as if experiments/kernels/ were deleted
+    def find_spec(self, name, path=None, target=None):
+        if name == "experiments.kernels" or name.startswith("experiments.kernels."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, NoKernels())
+import jax, numpy as np
+from experiments import models
+from _lenet_case import logits_and_grads
+out = logits_and_grads(models)
+assert not any(m.startswith("experiments.kernels") for m in sys.modules), "kernels imported"
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_lenet5_runs_its_pure_jax_path_without_the_kernels_package(tmp_path):
+    """With experiments/kernels/ unavailable, LeNet-5 trains on Flax's own conv and pooling:
+    the same logits and gradients as with the kernels, up to float rounding."""
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "without.npz"
+    env = {"PYTHONPATH": f"{repo}{os.pathsep}{Path(_lenet_case.__file__).parent}",
+           "JAX_PLATFORMS": "cpu", "PATH": os.environ.get("PATH", "")}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_KERNELS, str(out)], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    without = dict(np.load(out))
+    with_kernels = _lenet_case.logits_and_grads(models)
+    assert sorted(without) == sorted(with_kernels)
+    for name, want in with_kernels.items():
+        np.testing.assert_allclose(without[name], want, rtol=1e-4, atol=1e-5, err_msg=name)

@@ -21,7 +21,7 @@ from nbclient import NotebookClient
 
 from experiments import notebook_utils
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 KERNEL = "admmjax-tests"
@@ -92,6 +92,7 @@ def kernel_dir(tmp_path_factory) -> str:
     return str(root)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_on_real_mnist(path, kernel_dir, mnist_dir, tmp_path, monkeypatch):
     # The kernel inherits this environment: quick budgets, the data, and a temp dir

@@ -18,7 +18,7 @@ import admmjax
 from admmjax.checkpoint import load_pytree
 from experiments import evaluate, mnist, models, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SPARSITY = {"fc1/kernel": 0.96, "fc2/kernel": 0.93, "fc3/kernel": 0.88}
 SHORT = [
@@ -39,6 +39,7 @@ def short_run(tmp_path_factory, mnist_dir):
     return workdir, summary
 
 
+@pytest.mark.slow
 def test_short_pipeline_on_real_mnist(short_run):
     workdir, summary = short_run
     # Exact per-layer budgets: k = n - floor(s n).
@@ -59,6 +60,7 @@ def test_short_pipeline_on_real_mnist(short_run):
     assert set(history["histograms"]) == {"pretrained", "admm", "retrained"}
 
 
+@pytest.mark.slow
 def test_evaluate_reloads_the_pruned_checkpoint(short_run, mnist_dir, capsys):
     workdir, summary = short_run
     out = evaluate.main([str(workdir), "--data-dir", mnist_dir])
@@ -69,12 +71,14 @@ def test_evaluate_reloads_the_pruned_checkpoint(short_run, mnist_dir, capsys):
     assert [r["nonzero"] for r in printed["layers"]] == [9408, 2100, 120]
 
 
+@pytest.mark.slow
 def test_restart_of_a_finished_run_changes_nothing(short_run, mnist_dir):
     workdir, summary = short_run
     again = mnist.main([*SHORT, "--workdir", str(workdir), "--data-dir", mnist_dir])
     assert again["pruned_accuracy"] == summary["pruned_accuracy"]
 
 
+@pytest.mark.slow
 def test_workdir_of_another_run_is_refused(short_run, mnist_dir):
     workdir, _ = short_run
     args = [*SHORT, "--workdir", str(workdir), "--data-dir", mnist_dir]
@@ -89,6 +93,7 @@ def _cli(workdir: Path, mnist_dir: str, *extra: str) -> list[str]:
             *extra]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_killed_mid_admm_resumes_to_the_same_result(tmp_path, mnist_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     reference = tmp_path / "reference"
@@ -132,6 +137,7 @@ def test_killed_mid_admm_resumes_to_the_same_result(tmp_path, mnist_dir):
     assert [r.nonzero for r in counts.rows] == [9408, 2100, 120]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["lenet5", "lenet300_100"])
 def test_tiny_pipeline_on_mock_data(model, tmp_path, monkeypatch):
     """Every stage of both models on tfds mock data with a few steps each."""
@@ -162,6 +168,7 @@ def test_tiny_pipeline_on_mock_data(model, tmp_path, monkeypatch):
     assert summary["stage_epochs"]["admm"] == pytest.approx(6 / 4)
 
 
+@pytest.mark.slow
 def test_one_and_four_devices_give_the_same_run(tmp_path, mnist_dir):
     """The pipeline's data parallelism: same masks, losses within float reduction order."""
     runs = {}

@@ -8,6 +8,7 @@ import pytest
 from experiments import train
 
 
+@pytest.mark.slow
 def test_pipeline_with_constraint_specs(tmp_path, mnist_dir):
     cfg = train.Config(
         model="lenet300_100", data_dir=mnist_dir, train_subset=2048, batch_size=64,
@@ -37,6 +38,7 @@ def test_bad_constraint_specs_are_refused_naming_the_pattern(spec):
         cfg.validate()
 
 
+@pytest.mark.slow
 def test_global_allocation_keeps_the_total_budget_and_a_validation_split(tmp_path, mnist_dir):
     sparsity = {"fc1/kernel": 0.9, "fc2/kernel": 0.9, "fc3/kernel": 0.5}
     cfg = train.Config(
@@ -90,6 +92,7 @@ def test_distillation_loss_is_t2_kl_with_no_teacher_gradient():
     assert not np.asarray(grad_t).any()
 
 
+@pytest.mark.slow
 def test_distillation_from_a_teacher_changes_admm_and_retraining_only(tmp_path, mnist_dir):
     import json
 

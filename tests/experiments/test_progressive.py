@@ -48,6 +48,7 @@ def _pruned(path) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(p, simple=True, separator="/"): np.asarray(v) for p, v in leaves}
 
 
+@pytest.mark.slow
 def test_two_stages_prune_further_and_carry_zeros(tmp_path, mnist_dir):
     summaries = progressive.run(_spec(mnist_dir), str(tmp_path), log=lambda s: None)
     first, second = (_pruned(tmp_path / f"stage_{k}" / "pruned") for k in (1, 2))
@@ -109,7 +110,7 @@ def test_a_stage_may_change_the_constraint_kind(mnist_dir):
 def test_shipped_progressive_configs_are_valid(name):
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / f"experiments/configs/{name}.py"
+    path = Path(__file__).resolve().parents[2] / f"experiments/configs/{name}.py"
     assert "experiments.progressive" in path.read_text().splitlines()[0]
     configs = progressive.stage_configs(read_config_file(str(path)))
     assert [c.carry_masks for c in configs] == [True, True]
@@ -119,7 +120,7 @@ def test_shipped_progressive_configs_are_valid(name):
 def test_every_shipped_progressive_config_parses():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).resolve().parents[1] / "experiments/configs").glob("*.py"))
+    configs = sorted((Path(__file__).resolve().parents[2] / "experiments/configs").glob("*.py"))
     progressive_configs = [
         p for p in configs if "experiments.progressive" in p.read_text().splitlines()[0]
     ]
@@ -166,7 +167,7 @@ def test_concentration_configs_keep_the_counts_their_names_say(name, kept):
     """The fraction a config writes floors to exactly the slice count in its name."""
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / f"experiments/configs/{name}.py"
+    path = Path(__file__).resolve().parents[2] / f"experiments/configs/{name}.py"
     first, last = progressive.stage_configs(read_config_file(str(path)))
     shapes = {
         "conv1/kernel": (5, 5, 1, 20),

@@ -22,6 +22,7 @@ RUN = {
 BASE = {"fc1/kernel": 0.9, "fc2/kernel": 0.8, "fc3/kernel": 0.5}
 
 
+@pytest.mark.slow
 def test_binary_search_over_compression(tmp_path, mnist_dir):
     spec = {"run": {**RUN, "data_dir": mnist_dir}, "base_sparsity": BASE, "low": 2.0,
             "high": 200.0, "probes": 2, "tolerance": 0.02}  # fmt: skip
@@ -53,7 +54,7 @@ def test_shipped_search_config_is_valid():
 
     from experiments.mnist import read_config_file
 
-    path = Path(__file__).resolve().parents[1] / "experiments/configs/lenet300_100_search.py"
+    path = Path(__file__).resolve().parents[2] / "experiments/configs/lenet300_100_search.py"
     assert "experiments.search" in path.read_text().splitlines()[0]
     cfg = search.check_spec(read_config_file(str(path)))
     assert cfg.model == "lenet300_100" and cfg.validation_size == 5000

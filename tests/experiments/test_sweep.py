@@ -31,6 +31,7 @@ def _write_config(path, mnist_dir: str, **changes) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_sweep_runs_every_recipe_and_seed_and_chooses_on_validation(tmp_path, mnist_dir):
     a = _write_config(tmp_path / "a.py", mnist_dir)
     b = _write_config(tmp_path / "b.py", mnist_dir, rho=1e-2)
@@ -69,6 +70,7 @@ def test_sweep_runs_every_recipe_and_seed_and_chooses_on_validation(tmp_path, mn
     assert (work / "sweep.md").read_text().count("not finished") == 2
 
 
+@pytest.mark.slow
 def test_subprocess_jobs_match_the_in_process_run(tmp_path, mnist_dir):
     cfg = _write_config(tmp_path / "r.py", mnist_dir)
     recipes = sweep.load_recipes([cfg])
