@@ -38,18 +38,16 @@ def load_run(workdir: str, data_dir: str | None = None) -> train.Config:
 def load_params(workdir: str, which: str = "pruned") -> tuple[train.Config, Any]:
     """A finished run's config and its ``pruned`` (or ``dense``) params, without data.
 
-    The restore template comes from ``nnx.eval_shape``, so no model weights are
+    The restore template is the model's abstract params, so no model weights are
     initialised (cheap for AlexNet too).
     """
-    from flax import nnx
-
     from experiments import models
 
     cfg = load_run(workdir)
     params_dir = os.path.join(workdir, which)
     if not os.path.isdir(params_dir):
         raise ValueError(f"{params_dir} does not exist; has the run finished?")
-    like = models.functional(nnx.eval_shape(lambda: models.create_model(cfg.model, seed=0)))[1]
+    like = models.abstract_params(cfg.model)
     return cfg, load_pytree(params_dir, like)
 
 

@@ -12,7 +12,7 @@ bytes; in total the sparse file's bytes against the raw dense float32 bytes
 (4 bytes x parameters) and the orbax checkpoint directory ``WORKDIR/pruned``.
 
 ``--bench`` also runs the pruned model densely and with BCOO fully connected layers
-(``experiments.sparse_inference``), checks the logits agree and times batch 1
+(``experiments.analysis.sparse_inference``), checks the logits agree and times batch 1
 (latency) and batch 256 (throughput). ``--bench-json`` writes those timings with the
 command and the machine to ``experiments/results/bench/sparse_inference_<platform>.json``
 (or PATH).
@@ -35,7 +35,7 @@ import numpy as np
 import admmjax
 from admmjax.sparse_io import SUFFIX, load_sparse, save_sparse
 from experiments import evaluate
-from experiments.bench.env import environment
+from experiments.environment import environment
 from experiments.kernels import configure_cpu
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             p.error(str(err))
         print(format_sizes(res), end="\n\n", flush=True)
         if bench:
-            from experiments import sparse_inference
+            from experiments.analysis import sparse_inference
 
             res["bench"] = sparse_inference.benchmark(
                 res["model"], res["params_tree"], repeats=args.repeats

@@ -6,8 +6,8 @@
 The same pipeline, options, outputs and resumption as ``python -m experiments.mnist``
 (every option of train.Config; ``--help`` lists them), with ImageNet defaults: the
 dataset is ``imagenet2012`` (prepared in the TFDS data dir: see
-:mod:`experiments.imagenet_data`), the model ``alexnet``, and ``--pretrained`` also
-takes converted weights as an ``.npz`` file (see :mod:`experiments.alexnet`). The
+:mod:`experiments.data.imagenet`), the model ``alexnet``, and ``--pretrained`` also
+takes converted weights as an ``.npz`` file (see :mod:`experiments.models.alexnet`). The
 summary adds top-5 accuracy and the multiply-accumulates per layer before and after
 pruning. Runs data-parallel over all local devices (``--devices``) and on several
 hosts (``--coordinator``...), as the MNIST pipeline.
@@ -25,9 +25,11 @@ import sys
 import textwrap
 from typing import Any
 
-from experiments import alexnet, config, configs, imagenet_data, mnist, train
+from experiments import config, configs, mnist, train
 from experiments import models as models_lib
+from experiments.data import imagenet as imagenet_data
 from experiments.kernels import configure_cpu
+from experiments.models import alexnet
 
 MODEL = "alexnet"
 

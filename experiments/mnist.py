@@ -111,7 +111,7 @@ def check_dataset(name: str, data_dir: str | None) -> int | None:
     known (``None``: not prepared; it is then built from the IDX files)."""
     import tensorflow_datasets as tfds
 
-    from experiments import data as data_lib
+    from experiments.data import mnist as data_lib
 
     if data_dir is not None and not os.path.isdir(os.path.expanduser(data_dir)):
         raise ConfigError(f"data_dir {data_dir!r} is not a directory")
@@ -154,7 +154,7 @@ def check_params_source(cfg: train.Config, name: str) -> None:
     """``cfg.<name>`` (``pretrained`` or ``teacher``), when given, holds params of
     ``cfg.model``'s structure and shapes: compared from the checkpoint's metadata, before
     any data is loaded. An ``.npz``/``.npy`` of converted weights is checked on loading
-    (``experiments.alexnet.load_pretrained``)."""
+    (``experiments.models.alexnet.load_pretrained``)."""
     path = getattr(cfg, name)
     if path is None or (os.path.isfile(path) and path.endswith((".npz", ".npy"))):
         return

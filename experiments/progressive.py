@@ -32,12 +32,9 @@ import os
 from typing import Any
 
 from experiments import config, train
+from experiments.configs import PREVIOUS_STAGE, rerun_last_stage  # noqa: F401 (re-exported)
 from experiments.configs import read as read_config_file
 from experiments.kernels import configure_cpu
-
-# A stage's `teacher` that names the previous stage's pruned model, resolved by `run`
-# (the path does not exist until that stage has run).
-PREVIOUS_STAGE = "previous_stage"
 
 
 def stage_configs(spec: dict[str, Any]) -> list[train.Config]:
@@ -102,19 +99,6 @@ def run(spec: dict[str, Any], workdir: str, log=print) -> list[dict[str, Any]]:
         )
     write_summary(workdir, summaries)
     return summaries
-
-
-def rerun_last_stage(spec: dict[str, Any], pretrained: str, **changes: Any) -> dict[str, Any]:
-    """A progressive config of ``spec``'s last stage alone, with ``changes`` to its fields,
-    warm-started from ``pretrained`` (e.g. an earlier stage's ``pruned/``).
-
-    How a config reruns one stage of a chain with another recipe (see
-    ``experiments/configs/beyond/lenet300_100_val.py:60x_*``).
-    """
-    return {
-        "base": {**spec.get("base", {}), "pretrained": pretrained},
-        "stages": [{**spec["stages"][-1], **changes}],
-    }
 
 
 def with_seed(spec: dict[str, Any], seed: int) -> dict[str, Any]:

@@ -34,8 +34,6 @@ import math
 import os
 from typing import Any
 
-from flax import nnx
-
 from experiments import config, models, train
 from experiments.baselines import scaled_sparsity
 from experiments.configs import read as read_config_file
@@ -69,7 +67,7 @@ def run(spec: dict[str, Any], workdir: str, log=print) -> dict[str, Any]:
     probes: list[dict[str, Any]] = []
     dense_dir = None
     # Shapes only (no weights, no data): all scaled_sparsity needs.
-    shapes = models.functional(nnx.eval_shape(lambda: models.create_model(base.model, seed=0)))[1]
+    shapes = models.abstract_functional(base.model)[1]
     for _ in range(int(spec["probes"])):
         c = round(math.sqrt(lo * hi), 1)
         probe_dir = os.path.join(workdir, f"probe_{c:g}x")

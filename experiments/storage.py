@@ -1,15 +1,7 @@
-"""Storage of a pruned (and quantized) model against its 32-bit dense weights.
+"""CLI: storage of a finished run's pruned (and quantized) model against 32-bit dense weights.
 
-For each pruned layer, the bits a deployed model needs:
-
-* values: each nonzero stored as an index into the layer's codebook of distinct
-  nonzero values, ``ceil(log2(D))`` bits for ``D`` distinct values, plus the codebook
-  itself (``32 D`` bits), or as raw float32 when that is smaller (unquantized layers);
-* positions: the index stream of :func:`admmjax.encode_sparse` (``"auto"``: the
-  smaller of a bitmask and 8/16/32-bit relative gaps), in bits.
-
-The ratio is ``32 * weights / (value bits + codebook bits + position bits)`` over the
-pruned layers (biases excluded, as in the paper's and ADMM-NN's tables).
+Writes ``storage.json`` and ``storage.md`` into the run; the accounting is
+:mod:`experiments.analysis.storage`.
 
     python -m experiments.storage experiments/results/lenet5_targets_quantized
 """
@@ -18,83 +10,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
+import sys
 from typing import Any
 
-import numpy as np
-
-import admmjax
+from experiments import evaluate, train
+from experiments.analysis.storage import markdown, storage
 from experiments.kernels import configure_cpu
-
-
-def layer_storage(path: str, leaf: Any) -> dict[str, Any]:
-    w = np.asarray(leaf)
-    nz = w[w != 0]
-    distinct = int(np.unique(nz).size)
-    bits = max(1, math.ceil(math.log2(max(distinct, 2))))
-    codebook = 32 * distinct
-    if bits * nz.size + codebook >= 32 * nz.size:  # not quantized: raw float32 is cheaper
-        bits, codebook = 32, 0
-    (enc,) = admmjax.encode_sparse({"w": w}).leaves
-    position_bits = 0 if enc.index is None else 8 * int(enc.index.nbytes)
-    total = bits * nz.size + codebook + position_bits
-    return {
-        "path": path,
-        "weights": int(w.size),
-        "nonzero": int(nz.size),
-        "distinct_values": distinct,
-        "bits_per_value": bits,
-        "value_bits": bits * int(nz.size),
-        "codebook_bits": codebook,
-        "position_bits": position_bits,
-        "position_encoding": enc.encoding,
-        "total_bits": total,
-        "ratio": 32 * w.size / total,
-    }
-
-
-def storage(params: Any, targets: Any) -> dict[str, Any]:
-    layers = [
-        layer_storage(p, leaf) for p, leaf in admmjax.targeted_leaves(params, targets).items()
-    ]
-    weights = sum(r["weights"] for r in layers)
-    bits = sum(r["total_bits"] for r in layers)
-    return {
-        "layers": layers,
-        "weights": weights,
-        "nonzero": sum(r["nonzero"] for r in layers),
-        "total_bits": bits,
-        "dense_bits": 32 * weights,
-        "ratio": 32 * weights / bits,
-    }
-
-
-def markdown(result: dict[str, Any]) -> str:
-    lines = [
-        "| layer | kept / weights | distinct values | bits/value | position bits | ratio |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in result["layers"]:
-        lines.append(
-            f"| {r['path']} | {r['nonzero']:,} / {r['weights']:,} | {r['distinct_values']:,} "
-            f"| {r['bits_per_value']} | {r['position_bits']:,} ({r['position_encoding']}) "
-            f"| {r['ratio']:.0f}x |"
-        )
-    lines.append(
-        f"| total | {result['nonzero']:,} / {result['weights']:,} | | | "
-        f"{result['total_bits']:,} bits in all | **{result['ratio']:.0f}x** |"
-    )
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.storage", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("workdir", help="a finished run (its pruned/ and config.json)")
     args = parser.parse_args(argv)
-    from experiments import evaluate, train
-
     try:
         cfg, params = evaluate.load_params(args.workdir)
     except ValueError as err:
@@ -110,4 +41,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

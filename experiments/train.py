@@ -39,10 +39,10 @@ import admmjax
 from admmjax import parallel
 from admmjax.checkpoint import Checkpointer, CheckpointError, fault_point, save_pytree
 from experiments import config
-from experiments import data as data_lib
 from experiments import models as models_lib
 from experiments import workdir as workdir_lib
 from experiments.config import TARGET_SPECS, Config, parse_target
+from experiments.data import mnist as data_lib
 
 __all__ = ["TARGET_SPECS", "Config", "Pipeline", "parse_target", "run"]  # Config: the schema
 
@@ -328,9 +328,9 @@ class Pipeline:
 
 def data_source(cfg: Config) -> Any:
     """The data of a run, chosen by ``cfg.dataset``: ImageNet (``imagenet2012``) streams
-    JPEGs from disk (:class:`experiments.imagenet_data.ImageNetSource`); any other name
+    JPEGs from disk (:class:`experiments.data.imagenet.ImageNetSource`); any other name
     is an MNIST-like dataset held in memory (:class:`experiments.data.ArraySource`)."""
-    from experiments import imagenet_data
+    from experiments.data import imagenet as imagenet_data
 
     if imagenet_data.is_imagenet(cfg.dataset):
         if cfg.validation_size:
@@ -636,7 +636,7 @@ def _progress(cfg: Config, stage: str, start: int, total: int):
 
 def write_outputs(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str, Any]:
     """summary.json, table.md, history.json and the figures; returns the summary."""
-    from experiments import plots
+    from experiments.analysis import plots
 
     cfg = pipe.cfg
     report = admmjax.sparsity_report(params, pipe.targets)
@@ -704,7 +704,7 @@ def write_outputs(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str
 
 def _mac_summary(pipe: Pipeline, params: Any, report: admmjax.SparsityReport) -> dict[str, Any]:
     """Per-layer MACs per image, dense and pruned (experiments.macs), for the summary."""
-    from experiments import macs
+    from experiments.analysis import macs
 
     kept = {r.path: r.nonzero for r in report.rows}
     table = macs.mac_report(
@@ -728,7 +728,7 @@ def summary_markdown(summary: dict[str, Any], report: admmjax.SparsityReport) ->
         return f"| {name} | {pct(summary[key])} |{extra}\n"
 
     macs = summary.get("macs")
-    from experiments.macs import MacReport
+    from experiments.analysis.macs import MacReport
 
     mac_text = (
         f"\n\nMultiply-accumulates per image: **{macs['macs']:,}** dense, "

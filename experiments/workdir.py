@@ -177,9 +177,9 @@ def locked(workdir: str) -> Iterator[None]:
 def load_dense_params(path: str, like: Any) -> Any:
     """Dense params from a workdir (its ``dense/``), a params checkpoint directory, or an
     ``.npz`` / ``.npy`` file keyed by parameter path (converted pretrained weights, see
-    :func:`experiments.alexnet.load_pretrained`)."""
+    :func:`experiments.models.alexnet.load_pretrained`)."""
     if os.path.isfile(path) and path.endswith((".npz", ".npy")):
-        from experiments.alexnet import load_pretrained
+        from experiments.models.alexnet import load_pretrained
 
         return load_pretrained(path, like)
     candidate = os.path.join(path, "dense")

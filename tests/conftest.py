@@ -1,11 +1,16 @@
 """Shared test setup: 4 virtual CPU devices and hypothesis profiles.
 
+Layers: ``tests/admmjax/`` (the library: jax, optax, numpy, pytest and hypothesis only),
+``tests/integration/`` (the library on Flax models re-typed from Flax's examples, no
+data), ``tests/experiments/`` (everything else; markers ``data``, ``torch``, ``slow``).
+
 The device count and the CPU kernels' XLA flags must be set before JAX's backend
-starts, so both are done here, at import time, before any test module runs a
-computation: :func:`experiments.kernels.configure_cpu` gives the tests the CLIs'
-numerics (importing ``experiments`` no longer does). Profiles: ``default``
-(quick, for local runs) and ``ci`` (more examples); pick one with
-``HYPOTHESIS_PROFILE=ci``.
+starts, so both are done here, before any test module runs a computation:
+:func:`experiments.kernels.configure_cpu` gives the tests the CLIs' numerics
+(importing ``experiments`` does not). A run of ``tests/admmjax`` alone skips it, so
+the library's fast loop never imports ``experiments`` and runs on XLA's defaults.
+Profiles: ``default`` (quick, for local runs) and ``ci`` (more examples); pick one
+with ``HYPOTHESIS_PROFILE=ci``.
 """
 
 from __future__ import annotations
@@ -17,9 +22,6 @@ import jax
 import pytest
 from hypothesis import HealthCheck, settings
 
-from experiments.kernels import configure_cpu
-
-configure_cpu()
 jax.config.update("jax_num_cpu_devices", 4)
 
 _COMMON = dict(
@@ -33,6 +35,24 @@ settings.register_profile("dev", max_examples=200, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO = Path(__file__).resolve().parents[1]
+LIBRARY_TESTS = REPO / "tests" / "admmjax"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    targets = [
+        (config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args
+    ]
+    if not all(t.is_relative_to(LIBRARY_TESTS) for t in targets):
+        from experiments.kernels import configure_cpu
+
+        configure_cpu()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Real MNIST comes only through the mnist_dir fixture, so its users are the data tests.
+    for item in items:
+        if "mnist_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
 
 
 @pytest.fixture(scope="session")

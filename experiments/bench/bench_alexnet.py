@@ -21,7 +21,7 @@ parameters is slow on CPU and irrelevant here).
 
 Results go to ``experiments/results/bench/alexnet_<platform>.json`` (``--quick``:
 ``alexnet_<platform>_quick.json``) with the device's name (``device_kind``, e.g.
-``NVIDIA H100 80GB HBM3``) from ``experiments/bench/env.py``.
+``NVIDIA H100 80GB HBM3``) from ``experiments/environment.py``.
 """
 
 from __future__ import annotations
@@ -41,13 +41,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from flax import nnx  # noqa: E402
 
 import admmjax  # noqa: E402
 from admmjax import parallel  # noqa: E402
-from experiments import data as data_lib  # noqa: E402
 from experiments import models  # noqa: E402
-from experiments.bench.env import environment  # noqa: E402
+from experiments.data import mnist as data_lib  # noqa: E402
+from experiments.environment import environment  # noqa: E402
 
 # The paper's weight-focused ratios (experiments/configs/paper/alexnet.py:weights).
 SPARSITY = {
@@ -58,9 +57,7 @@ SPARSITY = {
 
 def random_params(seed: int = 0):
     """AlexNet's apply_fn and params filled with scaled Gaussians by NumPy."""
-    _, abstract, apply_fn = models.functional(
-        nnx.eval_shape(lambda: models.create_model("alexnet", seed=0))
-    )
+    _, abstract, apply_fn = models.abstract_functional("alexnet")
     rng = np.random.default_rng(seed)
 
     def fill(leaf):

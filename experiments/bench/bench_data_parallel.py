@@ -44,7 +44,7 @@ import optax  # noqa: E402
 
 import admmjax  # noqa: E402
 from admmjax import parallel  # noqa: E402
-from experiments.bench.env import environment  # noqa: E402
+from experiments.environment import environment  # noqa: E402
 from experiments.models import count_params, create_model, functional  # noqa: E402
 
 MODELS = ("lenet300_100", "lenet5")

@@ -89,9 +89,9 @@ def worker(model: str, steps: int, warmup: int) -> dict:
     import jax
 
     import admmjax
-    from experiments import data as data_lib
     from experiments import train
     from experiments.bench.common import donating_step
+    from experiments.data import mnist as data_lib
 
     devices = int(os.environ["BENCH_DEVICES"])
     batch = int(os.environ["BENCH_BATCH"])
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
 
-    from experiments.bench.env import environment
+    from experiments.environment import environment
 
     runs: dict[str, dict[str, list[dict]]] = {m: {c: [] for c in configs} for m in models}
     for r in range(args.rounds):

@@ -69,7 +69,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import admmjax  # noqa: E402
-from experiments.bench.env import environment  # noqa: E402
+from experiments.environment import environment  # noqa: E402
 
 BASELINES = ("top_k", "sort", "np.partition")
 FC6 = 9216 * 4096  # AlexNet's fc6 kernel: 37,748,736 entries

@@ -66,7 +66,6 @@ except ImportError as err:  # pragma: no cover - exercised only without torch
     ) from None
 
 import admmjax  # noqa: E402
-from experiments import data as data_lib  # noqa: E402
 from experiments import train  # noqa: E402
 from experiments.bench.bench_projection import DEFAULT_SIZES, timed  # noqa: E402
 from experiments.bench.common import (  # noqa: E402
@@ -78,7 +77,8 @@ from experiments.bench.common import (  # noqa: E402
     ratio_stats,
     run_steps,
 )
-from experiments.bench.env import environment  # noqa: E402
+from experiments.data import mnist as data_lib  # noqa: E402
+from experiments.environment import environment  # noqa: E402
 
 LR = 1e-3
 WEIGHT_DECAY = 5e-5

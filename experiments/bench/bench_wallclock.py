@@ -47,7 +47,7 @@ from experiments.bench.common import (  # noqa: E402
     make_pipeline,
     run_steps,
 )
-from experiments.bench.env import environment  # noqa: E402
+from experiments.environment import environment  # noqa: E402
 
 SUMMARY = REPO / "experiments" / "results" / "lenet5" / "summary.json"
 TORCH_JSON = REPO / "experiments" / "results" / "bench" / "torch_cpu.json"

@@ -53,7 +53,7 @@ from experiments.bench.common import (  # noqa: E402
     ratio_stats,
     run_steps,
 )
-from experiments.bench.env import environment  # noqa: E402
+from experiments.environment import environment  # noqa: E402
 
 TARGET = 1.05
 DEFAULT_STEPS = {"lenet300_100": 200, "lenet5": 20}

@@ -38,6 +38,24 @@ RESULTS = "experiments/results"  # relative to the repo root
 _RECIPE = re.compile(r"recipe:(?P<file>[\w/]+?)(?::(?P<variant>\w+))?(?:#(?P<part>[\w/.]+))?")
 
 
+
+# A progressive stage's `teacher` that names the previous stage's pruned model, resolved
+# by experiments.progressive.run (the path does not exist until that stage has run).
+PREVIOUS_STAGE = "previous_stage"
+
+
+def rerun_last_stage(spec: dict[str, Any], pretrained: str, **changes: Any) -> dict[str, Any]:
+    """A progressive config of ``spec``'s last stage alone, with ``changes`` to its fields,
+    warm-started from ``pretrained`` (e.g. an earlier stage's ``pruned/``).
+
+    How a config reruns one stage of a chain with another recipe (see
+    ``experiments/configs/beyond/lenet300_100_val.py:60x_*``).
+    """
+    return {
+        "base": {**spec.get("base", {}), "pretrained": pretrained},
+        "stages": [{**spec["stages"][-1], **changes}],
+    }
+
 def recipe(file: str, variant: str = "", part: str = "") -> str:
     """The declared starting point ``"recipe:<file>[:<variant>]#<part>"``.
 

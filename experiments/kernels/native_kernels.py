@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.kernels import cpu_kernels
+from experiments.kernels.pool_reference import max_pool_2x2_grad_jax
 
 __all__ = [
     "KERNEL_GRAD_CHUNK",
@@ -298,11 +299,7 @@ kernel_grad.__doc__ = _kernel_grad.__doc__
 
 
 def _max_pool_2x2_grad_vjp(res, ct):
-    from experiments.kernels.pool import (
-        max_pool_2x2_grad_jax as jax_twin,  # pool imports this module
-    )
-
-    return jax.vjp(jax_twin, *res)[1](ct)
+    return jax.vjp(max_pool_2x2_grad_jax, *res)[1](ct)
 
 
 max_pool_2x2_grad = jax.custom_vjp(_max_pool_2x2_grad)

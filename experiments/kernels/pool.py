@@ -1,16 +1,17 @@
 """2x2 max pooling with a hand-written gradient (LeNet-5's pooling layers).
 
-Lives with the kernels, not the models, because :mod:`experiments.kernels.native_kernels`
-needs :func:`max_pool_2x2_grad_jax` as the JAX twin of its one-pass CPU gradient.
+The pure-JAX gradient :func:`max_pool_2x2_grad_jax` is in
+:mod:`experiments.kernels.pool_reference`, which the native one-pass CPU gradient
+(:mod:`experiments.kernels.native_kernels`) also differentiates: one direction of import.
 """
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 
 from experiments.kernels import native_kernels
+from experiments.kernels.pool_reference import max_pool_2x2_grad_jax
 
 __all__ = ["max_pool_2x2", "max_pool_2x2_grad_jax"]
 
@@ -27,15 +28,6 @@ def _max_pool_2x2_vjp(x: jax.Array) -> jax.Array:
 
 def _max_pool_2x2_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return _reshape_max(x), x
-
-
-def max_pool_2x2_grad_jax(x: jax.Array, g: jax.Array) -> jax.Array:
-    n, h, w, c = x.shape
-    windows = x.reshape(n, h // 2, 2, w // 2, 2, c)
-    hit = windows == windows.max(axis=(2, 4), keepdims=True)
-    ties = hit.sum(axis=(2, 4), keepdims=True).astype(g.dtype)
-    share = g[:, :, None, :, None, :] / ties
-    return jnp.where(hit, share, jnp.zeros_like(share)).reshape(n, h, w, c)
 
 
 def _max_pool_2x2_bwd(x: jax.Array, g: jax.Array) -> tuple[jax.Array]:

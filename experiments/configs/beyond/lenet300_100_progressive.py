@@ -17,9 +17,8 @@ Variants:
   training on all the data is the usual protocol; the test set chose nothing.
 """
 
-from experiments.configs import recipe, variant
+from experiments.configs import recipe, rerun_last_stage, variant
 from experiments.configs.paper import lenet300_100
-from experiments.progressive import rerun_last_stage
 
 SPARSITY_40X = {"fc1/kernel": 0.9771, "fc2/kernel": 0.96, "fc3/kernel": 0.931}
 SPARSITY_60X = {"fc1/kernel": 0.98475, "fc2/kernel": 0.9733, "fc3/kernel": 0.954}

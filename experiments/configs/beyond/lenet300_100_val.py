@@ -33,10 +33,9 @@ compared on validation accuracy only:
 
 from functools import partial
 
-from experiments.configs import recipe, variant
+from experiments.configs import recipe, rerun_last_stage, variant
 from experiments.configs.beyond import lenet300_100_progressive
 from experiments.configs.paper import lenet300_100
-from experiments.progressive import rerun_last_stage
 
 VALIDATION_SIZE = 5000
 CHAIN = "beyond/lenet300_100_val"

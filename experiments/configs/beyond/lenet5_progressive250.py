@@ -25,9 +25,8 @@ images) with a recipe chosen on the held-out validation split of ``lenet5_val.py
   (``lenet5_val_250x.py:units64_fold``).
 """
 
-from experiments.configs import recipe, variant
+from experiments.configs import recipe, rerun_last_stage, variant
 from experiments.configs.beyond import lenet5_progressive, lenet5_val_250x
-from experiments.progressive import rerun_last_stage
 
 FROM_200X = recipe("beyond/lenet5_progressive250", part="stage_1/pruned")
 

@@ -51,14 +51,13 @@ inside them (masks carried):
   sweep on validation);
 * ``filters16_conv1_10_global``: that, with the 250x stage allocated globally;
 * ``selfdistill``: that, with the 250x stage distilled (0.5 CE + 0.5 T^2 KL, T = 4)
-  from its own starting model (``experiments.progressive.PREVIOUS_STAGE``).
+  from its own starting model (``experiments.configs.PREVIOUS_STAGE``).
 """
 
 from functools import partial
 
-from experiments.configs import recipe, variant
+from experiments.configs import PREVIOUS_STAGE, recipe, rerun_last_stage, variant
 from experiments.configs.beyond import lenet5_val
-from experiments.progressive import PREVIOUS_STAGE, rerun_last_stage
 from experiments.train import keep_whole
 
 CHAIN = "beyond/lenet5_val"

@@ -13,7 +13,7 @@ are pruned 4.87x in weights but only 3.4x in multiply-accumulates (conv1, which 
 (``python -m experiments.macs --config`` on this variant prints the full table).
 
 Start point: the converted BVLC weights (top-5 80.2% in the paper, single center crop
-here), given with ``--pretrained FILE.npz`` (see experiments/alexnet.py for the layout
+here), given with ``--pretrained FILE.npz`` (see experiments/models/alexnet.py for the layout
 and ``python -m experiments.alexnet convert``). The paper's ADMM used rho = 1.5e-3 on
 every layer for 40 iterations with Caffe's SGD (lr 1e-3, momentum 0.9, weight decay
 5e-4, batch 256); this pipeline's W-step optimizer is Adam, so the learning rates
