@@ -70,7 +70,8 @@ def mnist_dir() -> str:
 @pytest.fixture
 def no_work(monkeypatch):
     """Fails the test if data is loaded or a run starts (CLI checks come first)."""
-    from experiments import data, train
+    from experiments import train
+    from experiments.data import mnist as data
 
     def forbidden(*args, **kwargs):
         raise AssertionError("work started before the bad value was refused")

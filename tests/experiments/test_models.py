@@ -181,7 +181,7 @@ def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError, match="lenet300_100, lenet5"):
         models.abstract_functional("alexnet_v9")
     with pytest.raises(ValueError, match="lenet300_100, lenet5"):
-        models.hook("alexnet_v9", "fold_idle")
+        models.model_options("alexnet_v9")
 
 
 @pytest.mark.parametrize("name", ["lenet300_100", "lenet5"])
@@ -199,12 +199,13 @@ def test_abstract_functional_matches_an_initialised_model(name):
     np.testing.assert_array_equal(abstract_apply(params, x), apply_fn(params, x))
 
 
-def test_hooks_only_where_a_model_declares_them():
-    assert models.hook("lenet5", "fold_idle") is models.lenet.fold_idle_lenet5
-    assert models.hook("lenet300_100", "fold_idle") is None
-    assert models.hook("alexnet", "fold_idle") is None
-    with pytest.raises(ValueError, match="unknown model hook 'shrink'; known: fold_idle"):
-        models.hook("lenet5", "shrink")
+def test_options_only_where_a_model_declares_them():
+    assert set(models.model_options("lenet5")) == {"dropout", "fold_idle"}
+    assert models.model_options("lenet300_100") == {}
+    assert set(models.model_options("alexnet")) == {"dropout"}
+    assert models.model_options("lenet5")["fold_idle"].needs == "pretrained"
+    p = models.abstract_params("lenet5")
+    assert jax.tree.structure(p) == jax.tree.structure(models.abstract_functional("lenet5")[1])
     assert set(models.INPUT_SHAPES) == set(models.MODELS)
 
 
