@@ -269,7 +269,8 @@ class Structured(Constraint):
         # Scale by an exact power of two so the largest entry is in [0.5, 1): squares
         # of tiny weights no longer underflow, large ones no longer overflow.
         _, e = jnp.frexp(jnp.max(jnp.abs(v)))
-        v = v * jnp.ldexp(jnp.ones((), v.dtype), jnp.clip(-e, -126, 126))
+        lim = jnp.finfo(v.dtype).maxexp - 2  # 126 for float32, 1022 for float64
+        v = v * jnp.ldexp(jnp.ones((), v.dtype), jnp.clip(-e, -lim, lim))
         sq = jnp.sum(v * v, axis=1)
         keep = keep_mask(sq, self.num_kept(shape))
         keep = jnp.broadcast_to(
