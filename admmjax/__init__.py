@@ -42,6 +42,7 @@ from admmjax._select import keep_mask, keep_mask_top_k
 from admmjax._sparsity import (
     Constraint,
     Keep,
+    as_keep_counts,
     is_layer_weight,
     leaf_paths,
     path_str,
@@ -76,6 +77,7 @@ __all__ = [
     "admm",
     "admm_state",
     "apply_masks",
+    "as_keep_counts",
     "decode_sparse",
     "encode_sparse",
     "freeze_quantized",

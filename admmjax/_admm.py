@@ -111,7 +111,10 @@ def update(
 
     Returns the new state and an :class:`ADMMInfo` with the primal residuals
     :math:`\\|W - Z^{k+1}\\|` and dual residuals :math:`\\|Z^{k+1} - Z^k\\|` (per
-    leaf and total) and ``converged`` (all per-leaf residuals ``<= eps``). Jittable.
+    leaf and total) and ``converged`` (all per-leaf residuals ``<= eps``). Jittable;
+    to pass ``targets`` as a ``jax.jit`` argument, pass
+    ``admmjax.as_keep_counts(params, targets)``: float leaves would be traced and
+    counted in float32 (see ``admmjax._sparsity.keep_count``), ``Keep`` counts stay exact.
     """
     treedef = jax.tree.structure(params)
     w = treedef.flatten_up_to(params)

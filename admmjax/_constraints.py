@@ -225,8 +225,9 @@ class Structured(Constraint):
     kernel groups by spatial position). ``target`` is the library's usual one: a
     sparsity ``s`` prunes ``floor(s G)`` of the ``G`` slices, ``Keep(n)`` keeps
     exactly ``n`` slices. The projection keeps the slices of largest
-    :math:`\|V_i\|_2` (squared norms summed in float32 after an exact power-of-two
-    rescaling of the leaf, so exact up to float32 rounding of the norms); equal norms
+    :math:`\|V_i\|_2` (squared norms summed in float32, float64 for float64 leaves,
+    after an exact power-of-two rescaling of the leaf, so exact up to that rounding
+    of the norms; integer leaves are converted to float32 first); equal norms
     go to the lowest slice index (C order over ``axis``). The mask marks every entry
     of the kept slices.
 
@@ -269,7 +270,8 @@ class Structured(Constraint):
         # Scale by an exact power of two so the largest entry is in [0.5, 1): squares
         # of tiny weights no longer underflow, large ones no longer overflow.
         _, e = jnp.frexp(jnp.max(jnp.abs(v)))
-        v = v * jnp.ldexp(jnp.ones((), v.dtype), jnp.clip(-e, -126, 126))
+        lim = jnp.finfo(v.dtype).maxexp - 2  # 126 for float32, 1022 for float64
+        v = v * jnp.ldexp(jnp.ones((), v.dtype), jnp.clip(-e, -lim, lim))
         sq = jnp.sum(v * v, axis=1)
         keep = keep_mask(sq, self.num_kept(shape))
         keep = jnp.broadcast_to(

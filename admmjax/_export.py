@@ -50,8 +50,11 @@ The file is exactly ``56 + M + P`` bytes. The manifest is::
 ``"dense"``). Paths are ``admmjax.leaf_paths`` strings (``"fc1/kernel"``); reading
 rebuilds the structure from a ``like`` pytree with the same paths or, without one,
 as nested dicts split on ``"/"``. Every length, offset, count and index is checked
-on reading; a bad magic, an unknown version, a checksum mismatch, a truncated or
-over-long file, or an inconsistent manifest raise :class:`SparseFormatError`.
+on reading; a bad magic, an unknown version, reserved flag bits that are set, a
+checksum mismatch, a truncated or over-long file, or an inconsistent manifest raise
+:class:`SparseFormatError`. So does a leaf whose decoded size (``prod(shape)`` times
+its item size; an all-zero ``"relative"`` leaf legitimately has no payload at all)
+exceeds this machine's physical memory, checked before anything is allocated.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
 import sys
 from collections.abc import Sequence
@@ -278,12 +282,31 @@ def sparse_nbytes(sparse: SparseParams | SparseLeaf | PyTree) -> int:
 # --------------------------------------------------------------------------- decoding
 
 
+def _physical_memory() -> int | None:
+    """Bytes of physical memory of this machine; ``None`` where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_decoded_size(where: str, what: str, nbytes: int) -> None:
+    """Raises before allocating ``nbytes`` that this machine cannot hold."""
+    memory = _physical_memory()
+    if nbytes > np.iinfo(np.intp).max or (memory is not None and nbytes > memory):
+        raise SparseFormatError(
+            f"{where}: {what} decodes to {nbytes:,} bytes, more than this machine's "
+            f"{memory:,} bytes of memory; the file is corrupted or crafted"
+        )
+
+
 def _check_leaf(leaf: SparseLeaf) -> None:
     """Validates one record's arrays against its shape, dtype and encoding."""
     where = f"leaf '{leaf.path}'"
     if leaf.encoding not in ENCODINGS:
         raise SparseFormatError(f"{where}: unknown encoding {leaf.encoding!r}")
     n = leaf.size
+    _check_decoded_size(where, f"shape {list(leaf.shape)} of {leaf.dtype}", n * leaf.dtype.itemsize)
     want = n if leaf.encoding == "dense" else leaf.nonzero
     if not 0 <= leaf.nonzero <= n:
         raise SparseFormatError(f"{where}: nonzero={leaf.nonzero} with {n} entries")
@@ -452,6 +475,11 @@ def _bad(name: str, what: str) -> SparseFormatError:
     return SparseFormatError(f"{name}: {what}")
 
 
+def _count(v: Any) -> bool:
+    """A JSON count: a non-negative int (``true`` is not one)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 def _leaf_from_record(rec: Any, payload: memoryview, name: str, i: int) -> SparseLeaf:
     where = f"manifest leaf {i}"
     try:
@@ -465,9 +493,9 @@ def _leaf_from_record(rec: Any, payload: memoryview, name: str, i: int) -> Spars
     except (KeyError, TypeError) as err:
         raise _bad(name, f"{where} is malformed ({err!r})") from None
     where = f"leaf '{path}'"
-    if not isinstance(path, str) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(path, str) or not all(_count(d) for d in shape):
         raise _bad(name, f"{where}: bad path or shape {list(shape)}")
-    if not isinstance(nonzero, int) or encoding not in ENCODINGS:
+    if not _count(nonzero) or encoding not in ENCODINGS:
         raise _bad(name, f"{where}: bad nonzero count or encoding {encoding!r}")
     try:
         dtype = np.dtype(dtype_name)
@@ -480,7 +508,7 @@ def _leaf_from_record(rec: Any, payload: memoryview, name: str, i: int) -> Spars
         ok = (
             isinstance(span, list)
             and len(span) == 2
-            and all(isinstance(v, int) and v >= 0 for v in span)
+            and all(_count(v) for v in span)
             and span[0] + span[1] <= len(payload)
         )
         if not ok:
@@ -523,12 +551,18 @@ def sparse_from_bytes(
         )
     if total < HEADER_SIZE:
         raise _bad(name, f"truncated: {total} bytes, shorter than the {HEADER_SIZE}-byte header")
-    _, version, _flags, m, p, digest = HEADER.unpack_from(buf)
+    _, version, flags, m, p, digest = HEADER.unpack_from(buf)
     if version != FORMAT_VERSION:
         raise _bad(
             name,
             f"unsupported format version {version} (this admmjax reads version "
             f"{FORMAT_VERSION}); upgrade admmjax or re-export the model",
+        )
+    if flags != 0:
+        raise _bad(
+            name,
+            f"reserved header flags are set (0x{flags:04x}, expected 0x0000 in format "
+            f"version {FORMAT_VERSION}); the file is corrupted or from a newer writer",
         )
     expected = HEADER_SIZE + m + p
     if total < expected:
@@ -561,6 +595,10 @@ def sparse_from_bytes(
     )
     sparse = SparseParams(leaves, None)
     try:
+        for leaf in leaves:  # every size is checked before the first leaf is allocated
+            _check_leaf(leaf)
+        total = sum(leaf.size * leaf.dtype.itemsize for leaf in leaves)
+        _check_decoded_size("the leaves", "together, their shapes", total)
         for leaf in leaves:
             _decode_leaf(leaf)
     except SparseFormatError as err:

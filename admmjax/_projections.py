@@ -107,8 +107,11 @@ def project(tree: PyTree, targets: PyTree) -> PyTree:
     largest magnitude (``Keep(k)`` states ``k`` directly), fewer only when the leaf
     has fewer nonzeros. A constraint leaf (``Structured``, ``NM``, ``Quantized``,
     ``SparseQuantized``) is projected onto its set. Idempotent; jittable (``k`` may
-    be traced); dtype and shape preserved. NaN: a concrete leaf raises ``ValueError``;
-    under ``jit`` NaN entries rank as the largest magnitudes and are kept.
+    be traced; traced targets are counted and clamped as :func:`keep_count` states);
+    dtype and shape preserved. Magnitudes are ranked exactly in the leaf's dtype
+    (integers and ``float64`` included, see ``admmjax._select``). NaN: a concrete leaf
+    raises ``ValueError``; under ``jit`` NaN entries rank as the largest magnitudes and
+    are kept.
     """
     treedef, proj = leaf_projections(tree, targets)
     leaves = treedef.flatten_up_to(tree)
@@ -128,8 +131,10 @@ def global_masks(tree: PyTree, sparsity: float, include: Include = None) -> tupl
     for i in chosen:
         check_finite(path_str(flat[i][0]), flat[i][1])
     # One key array over all selected leaves, in flattening order: the tie-break
-    # by flat index then runs over this concatenation.
-    keys = jnp.concatenate([magnitude_keys(flat[i][1]) for i in chosen])
+    # by flat index then runs over this concatenation. Keys compare across leaves
+    # only in one dtype, so mixed leaves are ranked in their promoted dtype.
+    common = jnp.result_type(*[flat[i][1] for i in chosen])
+    keys = jnp.concatenate([magnitude_keys(jnp.asarray(flat[i][1], common)) for i in chosen])
     keep = keep_mask_from_keys(keys, keep_count(spec, total))
     masks: list = [None] * len(flat)
     offsets = np.cumsum([0, *sizes])
@@ -146,7 +151,9 @@ def project_global(tree: PyTree, sparsity: float | Any, include: Include = None)
     budget. ``sparsity`` may also be ``Keep(k)``. ``include`` selects leaves as in
     :func:`uniform_sparsity` (default: ``kernel``/``weight`` leaves, never biases,
     norm parameters or embeddings). Ties break by position in
-    the flattened concatenation of the selected leaves.
+    the flattened concatenation of the selected leaves. Leaves of one dtype are ranked
+    exactly in it; leaves of mixed dtypes in their promoted dtype
+    (``jnp.result_type``).
     """
     treedef, masks = global_masks(tree, sparsity, include)
     return treedef.unflatten(_apply(treedef.flatten_up_to(tree), masks))

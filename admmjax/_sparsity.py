@@ -3,7 +3,8 @@
 A *target* is a pytree with the structure of the params. Each leaf is one of
 
 * a float ``s`` in ``[0, 1)``: prune a fraction ``s`` of the leaf, i.e. keep exactly
-  ``k = n - floor(s * n)`` entries of an ``n``-entry leaf;
+  ``k = n - floor(s * n)`` entries of an ``n``-entry leaf (the float64 product, on the
+  host: :func:`keep_count` states the rule, also for traced targets);
 * :class:`Keep` ``(k)``: keep exactly ``k`` entries (the paper's budget ``l_i``);
 * ``None``: leave the leaf dense (biases, norms, embeddings you do not want pruned);
 * a :class:`Constraint`: any other constraint set with an exact Euclidean projection
@@ -221,19 +222,47 @@ def resolve_targets(params: PyTree, targets: PyTree) -> tuple[Any, list[LeafTarg
 
 
 def keep_count(spec: Any, size: int) -> int | jax.Array:
-    """Entries kept by ``spec`` in a leaf of ``size`` entries: ``n - floor(s * n)``.
+    r"""Entries kept by ``spec`` in a leaf of ``size`` entries: the one counting rule.
 
-    Concrete targets are computed exactly in Python; traced sparsities in float32,
-    which can be off by one for leaves over ~16M entries (use ``Keep`` there).
+    A concrete sparsity ``s`` (a Python or NumPy float, also one closed over inside
+    ``jax.jit`` or held by a static constraint such as ``Structured(s)``) keeps
+
+    .. math::
+       k = n - \lfloor \mathrm{fl}_{64}(s \cdot n) \rfloor,
+
+    computed on the host: :math:`\mathrm{fl}_{64}(s n)` is the float64 product of
+    ``float(s)`` and ``n`` rounded to nearest (Python's ``float`` multiply; ``n`` is
+    exact in float64 for every leaf the library accepts), then floored exactly. So
+    ``0.29`` on 100 entries keeps 72 (``0.29 * 100 == 28.999999999999996``), ``0.53``
+    on 100 keeps 47. ``Keep(k)`` keeps ``k``; ``None`` keeps all.
+
+    A *traced* sparsity (a float leaf of a targets pytree passed as a ``jax.jit``
+    argument becomes one) is computed on the device in the tracer's dtype, float32
+    unless ``jax_enable_x64``: :math:`k = n - \lfloor \mathrm{fl}_{32}(\mathrm{fl}_{32}(s)
+    \cdot \mathrm{fl}_{32}(n)) \rfloor`, which can keep one entry fewer or more than the
+    concrete rule (0.29 on 100 keeps 71 in float32) and, beyond 2^24 entries, rounds
+    ``n`` itself. Convert targets with :func:`as_keep_counts` before passing them to
+    a jitted function: ``Keep`` counts are integers and trace exactly.
+
+    Traced targets out of range never raise (there is no host check under ``jit``);
+    they are clamped, NaN-safely: a traced sparsity is clipped to ``[0, 1]`` with NaN
+    read as 0 (keep everything), and a traced ``Keep(k)`` keeps ``clip(k, 0, n)``
+    (``Keep(201)`` on 200 entries keeps 200, ``Keep(-5)`` keeps 0). Concrete
+    out-of-range targets are refused by :func:`resolve_targets` before any work.
     """
     if spec is None:
         return size
     if isinstance(spec, Keep):
         n = spec.n
-        return n if isinstance(n, jax.core.Tracer) else int(n)
+        if isinstance(n, jax.core.Tracer):
+            return jnp.clip(n, 0, size).astype(jnp.int32)
+        return int(n)
     if isinstance(spec, jax.core.Tracer):
-        return size - jnp.floor(spec * size).astype(jnp.int32)
-    return size - math.floor(spec * size)
+        s = spec if jnp.issubdtype(spec.dtype, jnp.inexact) else spec.astype(jnp.float32)
+        s = jnp.where(jnp.isnan(s), 0, jnp.clip(s, 0, 1))
+        k = size - jnp.floor(s * size).astype(jnp.int32)
+        return jnp.clip(k, 0, size)  # fl32(n) may round above n
+    return size - math.floor(float(spec) * size)
 
 
 def target_counts(params: PyTree, targets: PyTree) -> PyTree:
@@ -253,6 +282,31 @@ def target_counts(params: PyTree, targets: PyTree) -> PyTree:
         else:
             counts.append(keep_count(t.spec, math.prod(shape)))
     return treedef.unflatten(counts)
+
+
+def as_keep_counts(params: PyTree, targets: PyTree) -> PyTree:
+    """``targets`` with every sparsity leaf replaced by ``Keep(k)``, ``k`` by :func:`keep_count`.
+
+    Counted once, on the host, by the concrete rule. Pass the result (not fractions)
+    to a jitted function that takes targets as an argument, e.g.
+    ``jax.jit(admmjax.update)(state, params, as_keep_counts(params, targets))``: a
+    float leaf would be traced and counted in float32, a ``Keep`` count is traced as
+    an exact integer, so ``init``, ``jit(update)``, ``prune`` and
+    :func:`target_counts` keep the same number of entries. ``Keep``, ``None`` and
+    constraint leaves are returned as they are.
+    """
+    treedef, leaves = resolve_targets(params, targets)
+    out = []
+    for t in leaves:
+        if isinstance(t.spec, jax.core.Tracer):
+            raise TypeError(
+                f"as_keep_counts: the target for '{t.path}' is traced; call it on the "
+                "host, with concrete targets, before jax.jit"
+            )
+        fraction = not (t.spec is None or isinstance(t.spec, Keep | Constraint))
+        size = math.prod(jnp.shape(t.leaf))
+        out.append(Keep(keep_count(t.spec, size)) if fraction else t.spec)
+    return treedef.unflatten(out)
 
 
 def targeted_leaves(params: PyTree, targets: PyTree) -> dict[str, Any]:

@@ -214,7 +214,9 @@ class Pipeline:
                 treedef.flatten_up_to(params), treedef.flatten_up_to(state.u), strict=True
             )]  # fmt: skip
             self.targets = self.global_targets(treedef.unflatten(v))
-        return self._update_jit(state, params, self.targets)
+        # Fractions as exact host-counted Keep(k): a float leaf passed through jit would
+        # be traced and counted in float32 (one entry off init/prune on some sizes).
+        return self._update_jit(state, params, admmjax.as_keep_counts(params, self.targets))
 
     def global_targets(self, tree: Any) -> Any:
         """Per-leaf ``Keep`` targets: the global allocation of the budget for ``tree``."""
