@@ -212,11 +212,11 @@ def wanda_scores(kernel: jax.Array, norms: jax.Array) -> jax.Array:
     return jnp.abs(kernel).astype(_compute_dtype(kernel)) * jnp.asarray(norms)[..., :, None]
 
 
-def _wanda_slice_target(target: Any, shape: tuple[int, int], per_output: bool) -> Any:
-    """Wanda's comparison group: a fraction or ``Keep`` per output column if ``per_output``."""
+def _wanda_per_column(target: Any, shape: tuple[int, int], per_output: bool) -> int | None:
+    """Entries Wanda keeps in each output column, or ``None`` to project the scores."""
     if not per_output or isinstance(target, Constraint):
-        return target
-    n_out = shape[1]
+        return None
+    n_in, n_out = shape
     if isinstance(target, Keep):
         if target.n % n_out:
             raise ValueError(
@@ -224,8 +224,22 @@ def _wanda_slice_target(target: Any, shape: tuple[int, int], per_output: bool) -
                 f"{n_out} output columns, but {target.n} is not a multiple of {n_out}; "
                 "pass per_output=False for one budget over the layer"
             )
-        target = Keep(target.n // n_out)
-    return Stacked(target, axis=1)  # one slice per output column
+        return target.n // n_out
+    return int(keep_count(target, n_in))
+
+
+def _top_per_column(scores: jax.Array, k: int) -> jax.Array:
+    """Mask of the ``k`` largest scores of every column, ties to the lowest row.
+
+    ``lax.top_k`` over the rows (it returns equal values lowest index first): one small
+    sort per column, where the layer-wide radix select of ``Stacked`` under ``vmap``
+    would build a 65,536-bin histogram per column.
+    """
+    n_in, n_out = scores.shape
+    if k == 0:
+        return jnp.zeros(scores.shape, bool)
+    _, rows = lax.top_k(scores.T, k)
+    return jnp.zeros((n_out, n_in), bool).at[jnp.arange(n_out)[:, None], rows].set(True).T
 
 
 def wanda_prune(
@@ -240,15 +254,16 @@ def wanda_prune(
     ``n`` best scores of every ``m`` consecutive inputs of each column (Wanda's N:M);
     other constraints are projections of the scores. ``norms``: :func:`input_norms`.
     """
-    owner = "wanda_prune"
-    _, stacked, inner = _check_layer(owner, kernel, norms, "norms", 1, target)
+    _, stacked, inner = _check_layer("wanda_prune", kernel, norms, "norms", 1, target)
     kernel = jnp.asarray(kernel)
-    slice_target = _wanda_slice_target(inner, kernel.shape[-2:], per_output)
-    if isinstance(slice_target, Stacked):
-        _layer_target(owner, kernel[0] if stacked else kernel, slice_target)
+    per_column = _wanda_per_column(inner, kernel.shape[-2:], per_output)
 
     def prune_slice(w: jax.Array, nrm: jax.Array) -> jax.Array:
-        mask = _project_leaf(wanda_scores(w, nrm), slice_target)[1]
+        scores = wanda_scores(w, nrm)
+        if per_column is None:
+            mask = _project_leaf(scores, inner)[1]
+        else:
+            mask = _top_per_column(scores, per_column)
         return jnp.where(mask, w, jnp.zeros((), w.dtype))
 
     return _per_slice(prune_slice, stacked, kernel, jnp.asarray(norms))
