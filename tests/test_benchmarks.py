@@ -95,7 +95,7 @@ def _oneshot(r: dict[str, Any]) -> None:
         methods = row["methods"]
         assert set(methods) == {"magnitude", "wanda", "sparsegpt", "layerwise_admm"}
         _check_all(list(methods.values()), ("median_s", "relative_error", "nonzeros"), "oneshot")
-        keys = ("iterations", "z_step_s", "z_step_share", "no_refit_s")
+        keys = ("iterations", "z_step_s", "z_step_share", "refit_s")
         _check_all([row["layerwise_admm"]], keys, "oneshot admm")
         assert methods["layerwise_admm"]["relative_error"] <= methods["sparsegpt"]["relative_error"]
 

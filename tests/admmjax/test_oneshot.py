@@ -150,6 +150,21 @@ def test_wanda_nm_keeps_best_scores_of_each_group():
     ).all()
 
 
+@pytest.mark.parametrize("target", [0.7, admmjax.NM(2, 4)], ids=str)
+def test_magnitude_and_wanda_stacked_prune_every_slice_on_its_own(target):
+    x, w, _ = problems()
+    norms = np.linalg.norm(x.astype(np.float64), axis=1).astype(np.float32)  # (L, in)
+    stacked = admmjax.Stacked(target, axis=0)
+    magnitude = np.asarray(admmjax.magnitude_prune(w, stacked))
+    wanda = np.asarray(admmjax.wanda_prune(w, norms, stacked))
+    for i in range(L):
+        np.testing.assert_array_equal(magnitude[i], admmjax.magnitude_prune(w[i], target))
+        np.testing.assert_array_equal(wanda[i], admmjax.wanda_prune(w[i], norms[i], target))
+        assert_meets(magnitude[i], target)
+        if isinstance(target, admmjax.NM):
+            assert_meets(wanda[i], target)
+
+
 # --------------------------------------------------------------------------- SparseGPT
 
 
