@@ -12,6 +12,7 @@ The public API::
     tx = admmjax.admm(optax.adam(1e-3), targets, rho=1e-3, every=500)  # or all in one
     z, u = admmjax.admm_state(opt_state).admm[:2]               # ... in any opt_state
     print(admmjax.sparsity_report(params, targets))
+    kernel = admmjax.sparsegpt_prune(kernel, admmjax.gram_matrix(x), 0.7)  # one-shot, per layer
     targets = admmjax.sparsity_by_path(params, {                # other constraint sets
         "conv*/kernel": admmjax.Structured(0.5, axis=-1),       # half of the filters
         "fc1/kernel": admmjax.NM(2, 4),                         # 2:4 along the inputs
@@ -36,6 +37,17 @@ from admmjax._export import (
     sparse_to_bytes,
 )
 from admmjax._masking import KeepPrunedState, apply_masks, keep_pruned, prune
+from admmjax._oneshot import (
+    LayerwiseADMMInfo,
+    gram_matrix,
+    input_norms,
+    layer_error,
+    layerwise_admm_prune,
+    magnitude_prune,
+    sparsegpt_prune,
+    wanda_prune,
+    wanda_scores,
+)
 from admmjax._projections import global_to_targets, project, project_global
 from admmjax._report import LeafRow, SparsityReport, sparsity_report
 from admmjax._select import keep_mask, keep_mask_top_k
@@ -65,6 +77,7 @@ __all__ = [
     "Constraint",
     "Keep",
     "KeepPrunedState",
+    "LayerwiseADMMInfo",
     "LeafRow",
     "Quantized",
     "SparseFormatError",
@@ -82,12 +95,17 @@ __all__ = [
     "encode_sparse",
     "freeze_quantized",
     "global_to_targets",
+    "gram_matrix",
     "init",
+    "input_norms",
     "is_layer_weight",
     "keep_mask",
     "keep_mask_top_k",
     "keep_pruned",
+    "layer_error",
+    "layerwise_admm_prune",
     "leaf_paths",
+    "magnitude_prune",
     "make_train_step",
     "path_str",
     "penalty",
@@ -98,6 +116,7 @@ __all__ = [
     "sparse_from_bytes",
     "sparse_nbytes",
     "sparse_to_bytes",
+    "sparsegpt_prune",
     "sparsity_by_path",
     "sparsity_report",
     "stacked_axes_from_nnx",
@@ -105,4 +124,6 @@ __all__ = [
     "targeted_leaves",
     "uniform_sparsity",
     "update",
+    "wanda_prune",
+    "wanda_scores",
 ]

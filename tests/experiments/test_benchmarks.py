@@ -89,6 +89,17 @@ def _alexnet(r: dict[str, Any]) -> None:
     assert r, "alexnet: empty result"
 
 
+def _oneshot(r: dict[str, Any]) -> None:
+    assert r["results"], "oneshot: no results"
+    for row in r["results"]:
+        methods = row["methods"]
+        assert set(methods) == {"magnitude", "wanda", "sparsegpt", "layerwise_admm"}
+        _check_all(list(methods.values()), ("median_s", "relative_error", "nonzeros"), "oneshot")
+        keys = ("iterations", "z_step_s", "z_step_share", "refit_s")
+        _check_all([row["layerwise_admm"]], keys, "oneshot admm")
+        assert methods["layerwise_admm"]["relative_error"] <= methods["sparsegpt"]["relative_error"]
+
+
 EXPECTED: dict[str, Callable[[dict[str, Any]], None]] = {
     "bench_projection": _projection,
     "bench_data_parallel": _data_parallel,
@@ -97,6 +108,7 @@ EXPECTED: dict[str, Callable[[dict[str, Any]], None]] = {
     "bench_wallclock": _wallclock,
     "bench_epoch": _epoch,
     "bench_alexnet": _alexnet,
+    "bench_oneshot": _oneshot,
 }
 
 
