@@ -44,7 +44,8 @@ import jax.numpy as jnp  # noqa: E402
 
 import admmjax  # noqa: E402
 from experiments.bench.common import (  # noqa: E402
-    CONFIGS,
+    add_model_options,
+    chosen_models,
     default_data_dir,
     device_batches,
     donating_step,
@@ -154,11 +155,7 @@ def markdown(steps: list[dict[str, Any]], stacked: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parses the options, runs both parts, writes the JSON and prints the tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--models",
-        default=",".join(CONFIGS),
-        help=f"comma-separated models of experiments/configs/ [default: {','.join(CONFIGS)}]",
-    )
+    add_model_options(parser, "of experiments/configs/")
     parser.add_argument(
         "--steps",
         type=int,
@@ -166,11 +163,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="steps per timed round (0: 200 for LeNet-300-100, 20 for LeNet-5) [default: 0]",
     )
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds [default: 9]")
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="TFDS data dir holding mnist/3.0.1 [default: $TFDS_DATA_DIR, else ../shared/tfds]",
-    )
     parser.add_argument(
         "--quick", action="store_true", help="CI smoke run: 2 steps, 2 rounds, one small leaf"
     )
@@ -182,10 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "experiments/results/bench/admm_transform_<platform>[_quick].json]",
     )
     args = parser.parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    for m in models:
-        if m not in CONFIGS:
-            parser.error(f"unknown model {m!r}; choose from {', '.join(CONFIGS)}")
+    models = chosen_models(parser, args.models)
     if args.steps < 0 or args.repeats < 1:
         parser.error(f"--steps must be >= 0 and --repeats >= 1, got {args.steps}, {args.repeats}")
     shapes = STACKED_SHAPES
