@@ -22,6 +22,8 @@ The public API::
 
 Files: ``admmjax.checkpoint`` (orbax) and ``admmjax.sparse_io`` (``save_sparse`` /
 ``load_sparse``, NumPy only) are the two modules that do I/O; import them explicitly.
+``admmjax.flax`` (``recompute_batch_stats``, ``recompute_nnx_batch_stats``: BatchNorm
+statistics after the hard prune) depends on Flax; it too is imported explicitly.
 """
 
 from admmjax._admm import ADMMInfo, ADMMState, init, penalty, penalty_value, update

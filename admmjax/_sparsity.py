@@ -134,6 +134,16 @@ class LeafTarget(NamedTuple):
     spec: Any  # None, a float in [0, 1), Keep or a Constraint
 
 
+def unbox(x: Any) -> Any:
+    """The value of an NNX ``Variable`` box (duck-typed on ``get_value``), else ``x``.
+
+    ``nnx.Optimizer`` hands the transform pure arrays while targets (and its own
+    ``opt_state``) built from ``nnx.state(model)`` hold boxed ``Param(value=...)``
+    leaves, so a target flattened up to pure params arrives boxed.
+    """
+    return x.get_value() if callable(getattr(x, "get_value", None)) else x
+
+
 def _is_target_leaf(x: Any) -> bool:
     return x is None or isinstance(x, Keep | Constraint)
 
@@ -211,6 +221,7 @@ def resolve_targets(params: PyTree, targets: PyTree) -> tuple[Any, list[LeafTarg
     out = []
     for (path, leaf), spec in zip(flat, specs, strict=True):
         p = path_str(path)
+        spec = unbox(spec)
         if not _is_target_leaf(spec) and isinstance(spec, Mapping | list | tuple):
             raise ValueError(f"target for '{p}' is a container {spec!r}; expected a leaf")
         if isinstance(spec, Constraint):

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from admmjax._admm import ADMMInfo, ADMMState, Rho, init, penalty, update
+from admmjax._sparsity import unbox
 
 PyTree = Any
 
@@ -129,11 +130,6 @@ def admm(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _unbox(x: Any) -> Any:
-    # NNX Optimizer keeps its opt_state leaves in OptArray/OptVariable boxes.
-    return x.get_value() if hasattr(x, "get_value") else x
-
-
 def admm_state(opt_state: Any) -> ADMMTransformState:
     """The :class:`ADMMTransformState` of :func:`admm` inside any optimizer state.
 
@@ -156,4 +152,5 @@ def admm_state(opt_state: Any) -> ADMMTransformState:
             f"{len(found)} in a {type(opt_state).__name__}; build the optimizer with "
             "admmjax.admm(tx, targets, rho=..., every=...)"
         )
-    return jax.tree.map(_unbox, found[0], is_leaf=lambda x: hasattr(x, "get_value"))
+    # NNX Optimizer keeps its opt_state leaves in OptArray/OptVariable boxes.
+    return jax.tree.map(unbox, found[0], is_leaf=lambda x: hasattr(x, "get_value"))

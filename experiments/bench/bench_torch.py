@@ -69,7 +69,8 @@ import admmjax  # noqa: E402
 from experiments import train  # noqa: E402
 from experiments.bench.bench_projection import DEFAULT_SIZES, timed  # noqa: E402
 from experiments.bench.common import (  # noqa: E402
-    CONFIGS,
+    add_model_options,
+    chosen_models,
     default_data_dir,
     donating_step,
     interleaved,
@@ -331,11 +332,7 @@ def markdown(train_rows: list[dict[str, Any]], proj_rows: list[dict[str, Any]]) 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parses the options, runs both comparisons, writes the JSON and prints tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--models",
-        default=",".join(CONFIGS),
-        help=f"comma-separated models to train [default: {','.join(CONFIGS)}]",
-    )
+    add_model_options(parser, "to train")
     parser.add_argument(
         "--steps",
         type=int,
@@ -387,11 +384,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--skip-projection", action="store_true", help="only the training comparison"
     )
     parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="TFDS data dir holding mnist/3.0.1 [default: $TFDS_DATA_DIR, else ../shared/tfds]",
-    )
-    parser.add_argument(
         "--quick",
         action="store_true",
         help="CI smoke run: 3 steps, 1 round, 2 probe steps, projection at 10k and 100k",
@@ -403,10 +395,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="JSON output path [default: experiments/results/bench/torch_<platform>[_quick].json]",
     )
     args = parser.parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    for m in models:
-        if m not in CONFIGS:
-            parser.error(f"unknown model {m!r}; choose from {', '.join(CONFIGS)}")
+    models = chosen_models(parser, args.models)
     if args.quick:
         args.steps, args.repeats, args.probe_steps = 3, 1, 2
         args.sizes, args.proj_repeats = [1e4, 1e5], 1

@@ -44,7 +44,8 @@ import jax  # noqa: E402
 
 import admmjax  # noqa: E402
 from experiments.bench.common import (  # noqa: E402
-    CONFIGS,
+    add_model_options,
+    chosen_models,
     default_data_dir,
     device_batches,
     donating_step,
@@ -127,12 +128,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parses the options, measures every model, writes the JSON and prints the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--models",
-        default=",".join(CONFIGS),
-        help="comma-separated models, each with a config in experiments/configs/ "
-        f"[default: {','.join(CONFIGS)}]",
-    )
+    add_model_options(parser, "with a config in experiments/configs/")
     parser.add_argument(
         "--steps",
         type=int,
@@ -154,11 +150,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "(augment_shift=0), or both [default: both]",
     )
     parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="TFDS data dir holding mnist/3.0.1 [default: $TFDS_DATA_DIR, else ../shared/tfds]",
-    )
-    parser.add_argument(
         "--quick", action="store_true", help="CI smoke run: 2 steps, 2 rounds, config only"
     )
     parser.add_argument(
@@ -168,10 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="JSON output path [default: experiments/results/bench/wstep_<platform>[_quick].json]",
     )
     args = parser.parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    for m in models:
-        if m not in CONFIGS:
-            parser.error(f"unknown model {m!r}; choose from {', '.join(CONFIGS)}")
+    models = chosen_models(parser, args.models)
     if args.quick:
         args.steps, args.repeats, args.augment = 2, 2, "config"
     augments = {"both": (True, False), "config": (True,), "none": (False,)}[args.augment]

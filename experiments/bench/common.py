@@ -9,6 +9,7 @@ way :func:`experiments.train.run_stage` does.
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -33,6 +34,29 @@ CONFIGS = {
     "lenet300_100": REPO / "experiments" / "configs" / "paper" / "lenet300_100.py",
     "lenet5": REPO / "experiments" / "configs" / "paper" / "lenet5.py",
 }
+
+
+def add_model_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--models`` (names of :data:`CONFIGS`) and ``--data-dir``, as the LeNet benches take."""
+    parser.add_argument(
+        "--models",
+        default=",".join(CONFIGS),
+        help=f"comma-separated models {what} [default: {','.join(CONFIGS)}]",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="TFDS data dir holding mnist/3.0.1 [default: $TFDS_DATA_DIR, else ../shared/tfds]",
+    )
+
+
+def chosen_models(parser: argparse.ArgumentParser, models: str) -> list[str]:
+    """The ``--models`` list, each checked against :data:`CONFIGS` (a parser error if not)."""
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    for m in names:
+        if m not in CONFIGS:
+            parser.error(f"unknown model {m!r}; choose from {', '.join(CONFIGS)}")
+    return names
 
 
 def default_data_dir() -> str:

@@ -85,6 +85,13 @@ def _epoch(r: dict[str, Any]) -> None:
     assert r.get("results") or r.get("configs"), "epoch: no results"
 
 
+def _admm_transform(r: dict[str, Any]) -> None:
+    assert {row["model"] for row in r["results"]} == {"lenet300_100", "lenet5"}
+    _check_all(r["results"], ("plain_step_ms", "admm_step_ms", "ratio"), "admm_transform")
+    keys = ("entries", "stacked_ms", "unstacked_ms", "stacked_over_unstacked")
+    _check_all(r["stacked_projection"], keys, "stacked projection")
+
+
 def _alexnet(r: dict[str, Any]) -> None:
     assert r, "alexnet: empty result"
 
@@ -109,6 +116,7 @@ EXPECTED: dict[str, Callable[[dict[str, Any]], None]] = {
     "bench_epoch": _epoch,
     "bench_alexnet": _alexnet,
     "bench_oneshot": _oneshot,
+    "bench_admm_transform": _admm_transform,
 }
 
 

@@ -27,11 +27,12 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 KERNEL = "admmjax-tests"
 
 
-def test_the_three_notebooks_are_there():
+def test_the_four_notebooks_are_there():
     assert [p.name for p in NOTEBOOKS] == [
         "01_quickstart.ipynb",
         "02_inside_admm.ipynb",
         "03_bring_your_own_model.ipynb",
+        "04_transformer.ipynb",
     ]
 
 

@@ -10,7 +10,11 @@
   (LayerNorm, ``nnx.MultiHeadAttention`` with ``(embed, heads, head_dim)`` query/key/
   value kernels and a ``(heads, head_dim, embed)`` out kernel, MLP ``wi``/``wo``),
   stacked with ``nnx.vmap`` (create) and ``nnx.scan`` (apply) as in Flax's
-  scan-over-layers guide, so every kernel carries a leading layer axis.
+  scan-over-layers guide, so every kernel carries a leading layer axis. As in
+  lm1b_nnx, kernels and embeddings carry logical sharding names
+  (``nnx.with_partitioning``; ``eager_sharding=False`` so no mesh is needed), and the
+  vmap/scan name the added axis ``"layers"`` (``transform_metadata``), the metadata
+  :func:`admmjax.stacked_axes_from_nnx` reads.
 
 Re-typed from the published layouts, tiny sizes; not imported by the library.
 """
@@ -106,12 +110,21 @@ def resnet18(num_classes: int = 4, num_filters: int = 8) -> ResNet:
     return ResNet(stage_sizes=(2, 2, 2, 2), num_classes=num_classes, num_filters=num_filters)
 
 
+LAYERS = "layers"  # the logical name of the stacked axis
+_KERNEL_INIT = nnx.initializers.xavier_uniform()
+
+
+def _named(names: tuple[str, ...], init: Callable[..., Any] = _KERNEL_INIT) -> Callable[..., Any]:
+    """``init`` with lm1b_nnx's logical axis names (no mesh: ``eager_sharding=False``)."""
+    return nnx.with_partitioning(init, names, eager_sharding=False)
+
+
 class MlpBlock(nnx.Module):
     """lm1b_nnx MlpBlock: ``wi`` (embed -> mlp), relu, ``wo`` (mlp -> embed)."""
 
     def __init__(self, embed: int, mlp: int, *, rngs: nnx.Rngs):
-        self.wi = nnx.Linear(embed, mlp, rngs=rngs)
-        self.wo = nnx.Linear(mlp, embed, rngs=rngs)
+        self.wi = nnx.Linear(embed, mlp, kernel_init=_named(("embed", "mlp")), rngs=rngs)
+        self.wo = nnx.Linear(mlp, embed, kernel_init=_named(("mlp", "embed")), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.wo(nnx.relu(self.wi(x)))
@@ -121,11 +134,14 @@ class DecoderBlock(nnx.Module):
     """Pre-LN decoder block: x + attn(LN(x)) (causal), then y + mlp(LN(y))."""
 
     def __init__(self, embed: int, heads: int, mlp: int, *, rngs: nnx.Rngs):
-        self.ln1 = nnx.LayerNorm(embed, rngs=rngs)
+        ones = nnx.initializers.ones_init()
+        self.ln1 = nnx.LayerNorm(embed, scale_init=_named(("embed",), ones), rngs=rngs)
         self.attention = nnx.MultiHeadAttention(
-            num_heads=heads, in_features=embed, qkv_features=embed, decode=False, rngs=rngs
-        )
-        self.ln2 = nnx.LayerNorm(embed, rngs=rngs)
+            num_heads=heads, in_features=embed, qkv_features=embed, decode=False,
+            kernel_init=_named(("embed", "heads", "kv")),
+            out_kernel_init=_named(("heads", "kv", "embed")), rngs=rngs,
+        )  # fmt: skip
+        self.ln2 = nnx.LayerNorm(embed, scale_init=_named(("embed",), ones), rngs=rngs)
         self.mlp = MlpBlock(embed, mlp, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -142,10 +158,13 @@ class DecoderStack(nnx.Module):
         self, vocab: int = 32, embed: int = 16, heads: int = 2, mlp: int = 32,
         layers: int = 2, *, rngs: nnx.Rngs,
     ):  # fmt: skip
-        self.embed = nnx.Embed(vocab, embed, rngs=rngs)
+        self.embed = nnx.Embed(
+            vocab, embed, embedding_init=_named(("vocab", "embed"), nnx.initializers.normal(1.0)),
+            rngs=rngs,
+        )  # fmt: skip
 
         @nnx.split_rngs(splits=layers)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS})
         def create_block(rngs: nnx.Rngs) -> DecoderBlock:
             return DecoderBlock(embed, heads, mlp, rngs=rngs)
 
@@ -154,7 +173,10 @@ class DecoderStack(nnx.Module):
         self.logits = nnx.Linear(embed, vocab, rngs=rngs)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
-        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        @nnx.scan(
+            in_axes=(nnx.Carry, 0), out_axes=nnx.Carry,
+            transform_metadata={nnx.PARTITION_NAME: LAYERS},
+        )  # fmt: skip
         def forward(x: jax.Array, block: DecoderBlock) -> jax.Array:
             return block(x)
 
