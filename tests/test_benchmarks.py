@@ -89,6 +89,15 @@ def _alexnet(r: dict[str, Any]) -> None:
     assert r, "alexnet: empty result"
 
 
+def _shrink(r: dict[str, Any]) -> None:
+    assert {row["model"] for row in r["results"]} == {"resnet18", "lm1b_decoder"}
+    keys = ("params_reduction", "macs_reduction", "full_ms", "shrunk_ms", "time_reduction")
+    _check_all(r["results"], keys, "shrink")
+    for row in r["results"]:
+        assert row["params_shrunk"] < row["params_full"] and row["macs_shrunk"] < row["macs_full"]
+        assert row["max_abs_output_diff"] < 1e-3, row
+
+
 EXPECTED: dict[str, Callable[[dict[str, Any]], None]] = {
     "bench_projection": _projection,
     "bench_data_parallel": _data_parallel,
@@ -97,6 +106,7 @@ EXPECTED: dict[str, Callable[[dict[str, Any]], None]] = {
     "bench_wallclock": _wallclock,
     "bench_epoch": _epoch,
     "bench_alexnet": _alexnet,
+    "bench_shrink": _shrink,
 }
 
 

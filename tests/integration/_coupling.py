@@ -12,7 +12,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+
 import admmjax
+
+
+def randomize_batchnorm(variables: Any, key: jax.Array) -> Any:
+    """BatchNorm ``scale``/``bias``/``mean`` ~ N(0, 1) and ``var`` ~ U(0.5, 2), the rest kept.
+
+    At init every block's last BN scale is 0, so a block's inner channels would not
+    reach the output at all and an output comparison would prove nothing.
+    """
+    leaves, treedef = jax.tree.flatten(variables)
+    keys = jax.random.split(key, len(leaves))
+    out = []
+    for path, leaf, k in zip(admmjax.leaf_paths(variables), leaves, keys, strict=True):
+        if path.endswith("/var"):
+            leaf = jax.random.uniform(k, leaf.shape, minval=0.5, maxval=2.0)
+        elif path.endswith(("/mean", "/scale", "/bias")):
+            leaf = jax.random.normal(k, leaf.shape)
+        out.append(leaf)
+    return jax.tree.unflatten(treedef, out)
 
 
 def resnet_mid_targets(params: Any, batch_stats: Any, sparsity: Any) -> tuple[Any, Any]:

@@ -9,26 +9,20 @@ import numpy as np
 from flax import nnx
 
 import admmjax
-from tests.integration._coupling import head_targets, resnet_mid_targets, resnet_mid_widths
+from tests.integration._coupling import (
+    head_targets,
+    randomize_batchnorm,
+    resnet_mid_targets,
+    resnet_mid_widths,
+)
 from tests.integration._flax_models import DecoderStack, resnet18
 
 
 def _resnet_variables(seed: int = 0) -> tuple[Any, Any, Any]:
-    """ResNet18 variables with random BN scales, biases and statistics (so nothing is trivial)."""
     model = resnet18()
     x = jax.random.normal(jax.random.key(seed), (2, 32, 32, 3))
     variables = model.init(jax.random.key(seed + 1), x, train=False)
-    leaves, treedef = jax.tree.flatten(variables)
-    keys = jax.random.split(jax.random.key(seed + 2), len(leaves))
-    paths = admmjax.leaf_paths(variables)
-    out = []
-    for p, leaf, k in zip(paths, leaves, keys, strict=True):
-        if p.endswith("/var"):
-            leaf = jax.random.uniform(k, leaf.shape, minval=0.5, maxval=2.0)
-        elif p.endswith(("/mean", "/scale", "/bias")):
-            leaf = jax.random.normal(k, leaf.shape)
-        out.append(leaf)
-    return model, jax.tree.unflatten(treedef, out), x
+    return model, randomize_batchnorm(variables, jax.random.key(seed + 2)), x
 
 
 def test_resnet_pruned_filters_zero_bn_and_next_input_channels():
