@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -318,3 +319,15 @@ def test_shrink_errors():
         )
     with pytest.raises(ValueError, match=r"'w'.*several axes"):
         admmjax.shrink({"w": jnp.ones((2, 2, 3))}, {"w": admmjax.Structured(0.5, axis=(0, 1))})
+
+
+def test_readme_coupled_example_runs():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Coupled groups and `shrink`", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README coupled example", "exec"), namespace)
+    masks = namespace["masks"]
+    q = np.asarray(masks["q"]["kernel"]).any(axis=(0, 2))
+    np.testing.assert_array_equal(np.asarray(masks["out"]["kernel"]).any(axis=(1, 2)), q)
+    assert q.sum() == 2
