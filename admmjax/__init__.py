@@ -13,6 +13,8 @@ The public API::
     z, u = admmjax.admm_state(opt_state).admm[:2]               # ... in any opt_state
     print(admmjax.sparsity_report(params, targets))
     kernel = admmjax.sparsegpt_prune(kernel, admmjax.gram_matrix(x), 0.7)  # one-shot, per layer
+    admmjax.Structured(0.5, axis=1, group="heads")              # leaves sharing one selection
+    small = admmjax.shrink(params, targets)                     # pruned slices removed
     targets = admmjax.sparsity_by_path(params, {                # other constraint sets
         "conv*/kernel": admmjax.Structured(0.5, axis=-1),       # half of the filters
         "fc1/kernel": admmjax.NM(2, 4),                         # 2:4 along the inputs
@@ -53,6 +55,7 @@ from admmjax._oneshot import (
 from admmjax._projections import global_to_targets, project, project_global
 from admmjax._report import LeafRow, SparsityReport, sparsity_report
 from admmjax._select import keep_mask, keep_mask_top_k
+from admmjax._shrink import shrink
 from admmjax._sparsity import (
     Constraint,
     Keep,
@@ -115,6 +118,7 @@ __all__ = [
     "project",
     "project_global",
     "prune",
+    "shrink",
     "sparse_from_bytes",
     "sparse_nbytes",
     "sparse_to_bytes",

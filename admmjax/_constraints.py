@@ -234,14 +234,29 @@ class Structured(Constraint):
     Flax layouts: a ``Linear`` kernel is ``(in, out)``: ``axis=-1`` prunes output
     neurons (columns), ``axis=0`` inputs (rows). A ``Conv`` kernel is ``(H, W, in,
     out)``: ``axis=-1`` prunes filters (output channels), ``axis=-2`` input channels.
+
+    ``group="name"`` couples leaves: all leaves whose target is ``Structured`` with the
+    same group (also inside :class:`admmjax.Stacked`) share one selection of slice
+    indices, each member sliced along its own ``axis`` (see ``admmjax._coupled``).
+    Members must agree on ``target`` and on the number of slices.
     """
 
     target: Target
     axis: int | tuple[int, ...] = -1
+    group: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "axis", axis_arg("Structured", self.axis))
         object.__setattr__(self, "target", _target("Structured", self.target))
+        if self.group is not None and not (isinstance(self.group, str) and self.group):
+            raise TypeError(
+                f"Structured: group must be a non-empty string naming the coupled group, "
+                f"got {self.group!r}"
+            )
+
+    def group_signature(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int, Target]:
+        """``(stacked_shape, slices, target)``: what every member of a group must share."""
+        return (), self._groups(shape)[1], self.target
 
     def _groups(self, shape: tuple[int, ...], path: str = "<leaf>") -> tuple[tuple, int]:
         axes = _axes(path, "Structured", self.axis, shape)
@@ -259,26 +274,44 @@ class Structured(Constraint):
         _, groups = self._groups(shape)
         return self.num_kept(shape) * (math.prod(shape) // groups if groups else 0)
 
-    def _project(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        shape = x.shape
-        axes, groups = self._groups(shape)
-        if x.size == 0:
-            return x, jnp.zeros(shape, bool)
+    def slice_rows(self, x: jax.Array) -> jax.Array:
+        """``x`` as ``(slices, entries per slice)``, compute dtype; row ``i`` is slice ``i``."""
+        axes, groups = self._groups(x.shape)
+        moved = jnp.moveaxis(x, axes, list(range(len(axes))))
+        return moved.reshape(groups, -1).astype(_compute_dtype(x))
+
+    def slice_mask(self, keep: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """The entry mask of a leaf of ``shape`` from ``keep``, one bool per slice."""
+        axes, _ = self._groups(shape)
         lead = list(range(len(axes)))
-        moved = jnp.moveaxis(x, axes, lead)
-        v = moved.reshape(groups, -1).astype(_compute_dtype(x))
-        # Scale by an exact power of two so the largest entry is in [0.5, 1): squares
-        # of tiny weights no longer underflow, large ones no longer overflow.
-        _, e = jnp.frexp(jnp.max(jnp.abs(v)))
-        lim = jnp.finfo(v.dtype).maxexp - 2  # 126 for float32, 1022 for float64
-        v = v * jnp.ldexp(jnp.ones((), v.dtype), jnp.clip(-e, -lim, lim))
-        sq = jnp.sum(v * v, axis=1)
-        keep = keep_mask(sq, self.num_kept(shape))
-        keep = jnp.broadcast_to(
-            keep.reshape(moved.shape[: len(axes)] + (1,) * (x.ndim - len(axes))), moved.shape
+        moved_shape = tuple(shape[a] for a in axes) + tuple(
+            d for i, d in enumerate(shape) if i not in axes
         )
-        mask = jnp.moveaxis(keep, lead, axes)
+        keep = jnp.broadcast_to(
+            keep.reshape(moved_shape[: len(axes)] + (1,) * (len(shape) - len(axes))), moved_shape
+        )
+        return jnp.moveaxis(keep, lead, axes)
+
+    def _project(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        if x.size == 0:
+            return x, jnp.zeros(x.shape, bool)
+        v = self.slice_rows(x)
+        v = v * power_of_two_scale(jnp.max(jnp.abs(v)))
+        sq = jnp.sum(v * v, axis=1)
+        mask = self.slice_mask(keep_mask(sq, self.num_kept(x.shape)), x.shape)
         return jnp.where(mask, x, jnp.zeros((), x.dtype)), mask
+
+
+def power_of_two_scale(peak: jax.Array) -> jax.Array:
+    """The exact power of two that brings ``peak`` into ``[0.5, 1)`` (clipped to the
+    dtype's exponent range: 2^±126 for float32, 2^±1022 for float64).
+
+    Scaling by it before squaring keeps squared norms of tiny weights from
+    underflowing and of large ones from overflowing, and changes no comparison.
+    """
+    _, e = jnp.frexp(peak)
+    lim = jnp.finfo(peak.dtype).maxexp - 2  # 126 for float32, 1022 for float64
+    return jnp.ldexp(jnp.ones((), peak.dtype), jnp.clip(-e, -lim, lim))
 
 
 @dataclasses.dataclass(frozen=True)

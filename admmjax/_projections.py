@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from admmjax._coupled import coupled_projections
 from admmjax._select import keep_mask, keep_mask_from_keys, magnitude_keys
 from admmjax._sparsity import (
     Constraint,
@@ -76,15 +77,24 @@ def leaf_projections(
 
     Cardinality targets (fractions, ``Keep``) use ``mask_fn`` as in :func:`leaf_masks`
     and zero the unkept entries; a :class:`Constraint` leaf uses its own projection,
-    whose mask marks the kept support (the nonzeros for quantized sets).
+    whose mask marks the kept support (the nonzeros for quantized sets). The members
+    of a coupled group (``Structured(..., group=...)``) are projected together, onto
+    one shared selection of slices (``admmjax._coupled``); this is the one place where
+    the projection is not per leaf.
     """
     treedef, leaves = resolve_targets(tree, targets)
-    out = []
     for t in leaves:
+        if t.spec is not None:
+            check_finite(t.path, t.leaf)
+    coupled = coupled_projections(leaves)
+    out = []
+    for i, t in enumerate(leaves):
         if t.spec is None:
             out.append(None)
             continue
-        check_finite(t.path, t.leaf)
+        if i in coupled:
+            out.append(coupled[i])
+            continue
         if isinstance(t.spec, Constraint):
             out.append(t.spec.project(t.leaf))
             continue

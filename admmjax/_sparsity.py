@@ -86,6 +86,8 @@ class Constraint:
 
     #: Whether projected leaves lie on a finite set of levels (retraining should freeze them).
     quantized: ClassVar[bool] = False
+    #: The coupled group of the target (``Structured(..., group=...)``), else ``None``.
+    group: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -229,7 +231,37 @@ def resolve_targets(params: PyTree, targets: PyTree) -> tuple[Any, list[LeafTarg
             out.append(LeafTarget(p, leaf, spec))
             continue
         out.append(LeafTarget(p, leaf, _check_spec(p, spec, int(np.prod(jnp.shape(leaf))))))
+    check_groups(out)
     return treedef, out
+
+
+def group_members(leaves: list[LeafTarget]) -> dict[str, list[int]]:
+    """``{group: [leaf indices]}`` of the coupled targets, in flattening order."""
+    members: dict[str, list[int]] = {}
+    for i, t in enumerate(leaves):
+        if isinstance(t.spec, Constraint) and t.spec.group is not None:
+            members.setdefault(t.spec.group, []).append(i)
+    return members
+
+
+def check_groups(leaves: list[LeafTarget]) -> None:
+    """Raises ``ValueError`` naming the paths if members of a group disagree.
+
+    Every member must have the same stacked shape, number of slices and target (its
+    ``group_signature``), so that one selection of slice indices fits them all.
+    """
+    for group, idx in group_members(leaves).items():
+        sigs = {leaves[i].path: leaves[i].spec.group_signature(tuple(jnp.shape(leaves[i].leaf)))
+                for i in idx}  # fmt: skip
+        if len(set(sigs.values())) > 1:
+            detail = ", ".join(
+                f"'{p}': {sl} slices, target {tg!r}" + (f", stacked {st}" if st else "")
+                for p, (st, sl, tg) in sigs.items()
+            )
+            raise ValueError(
+                f"coupled group {group!r}: members must agree on the number of slices, "
+                f"the target and the stacked axes, got {detail}"
+            )
 
 
 def keep_count(spec: Any, size: int) -> int | jax.Array:

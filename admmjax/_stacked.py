@@ -54,6 +54,15 @@ class Stacked(Constraint):
     def quantized(self) -> bool:  # type: ignore[override]
         return isinstance(self.target, Constraint) and self.target.quantized
 
+    @property
+    def group(self) -> str | None:  # type: ignore[override]
+        return self.target.group if isinstance(self.target, Constraint) else None
+
+    def group_signature(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int, Any]:
+        """The inner target's signature with this leaf's stacked shape (one selection per layer)."""
+        _, stacked, rest = self.split_shape(shape)
+        return (stacked, *self.target.group_signature(rest)[1:])
+
     def split_shape(
         self, shape: tuple[int, ...], path: str = "<leaf>"
     ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -95,18 +104,17 @@ class Stacked(Constraint):
         mask = keep_mask(v, keep_count(self.target, v.size))
         return jnp.where(mask, v, jnp.zeros((), v.dtype)), mask
 
+    def unslices(self, a: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """The inverse of :meth:`slices`: ``(L, *slice_shape)`` back to a leaf of ``shape``."""
+        axes, stacked, rest = self.split_shape(shape)
+        return jnp.moveaxis(a.reshape((*stacked, *rest)), list(range(len(axes))), axes)
+
     def _project(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        axes, stacked, rest = self.split_shape(x.shape)
         flat, _ = self.slices(x)
         if flat.size == 0:
             return x, jnp.zeros(x.shape, bool)
         z, mask = jax.vmap(self._project_slice)(flat)
-        lead = list(range(len(axes)))
-
-        def back(a: jax.Array) -> jax.Array:
-            return jnp.moveaxis(a.reshape((*stacked, *rest)), lead, axes)
-
-        return back(z), back(mask)
+        return self.unslices(z, x.shape), self.unslices(mask, x.shape)
 
 
 def stacked_axes_from_nnx(state: Any, partition_name: str = "layers") -> dict[str, int]:

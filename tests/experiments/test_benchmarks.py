@@ -105,6 +105,13 @@ def _oneshot(r: dict[str, Any]) -> None:
         keys = ("iterations", "z_step_s", "z_step_share", "refit_s")
         _check_all([row["layerwise_admm"]], keys, "oneshot admm")
         assert methods["layerwise_admm"]["relative_error"] <= methods["sparsegpt"]["relative_error"]
+def _shrink(r: dict[str, Any]) -> None:
+    assert {row["model"] for row in r["results"]} == {"resnet18", "lm1b_decoder"}
+    keys = ("params_reduction", "macs_reduction", "full_ms", "shrunk_ms", "time_reduction")
+    _check_all(r["results"], keys, "shrink")
+    for row in r["results"]:
+        assert row["params_shrunk"] < row["params_full"] and row["macs_shrunk"] < row["macs_full"]
+        assert row["max_abs_output_diff"] < 1e-3, row
 
 
 EXPECTED: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -117,6 +124,7 @@ EXPECTED: dict[str, Callable[[dict[str, Any]], None]] = {
     "bench_alexnet": _alexnet,
     "bench_oneshot": _oneshot,
     "bench_admm_transform": _admm_transform,
+    "bench_shrink": _shrink,
 }
 
 

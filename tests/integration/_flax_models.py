@@ -4,17 +4,22 @@
   avg_pool 2x2, Conv 64 3x3, relu, avg_pool, flatten, Dense 256, relu, Dense 10).
 * :class:`ResNet` / :func:`resnet18`: the Linen ResNet of flax
   ``examples/imagenet/models.py`` (``ResNetBlock`` with BatchNorm and the 1x1
-  projection shortcut, ``conv_init`` kaiming-normal, zero-initialised last BN scale of
-  each block), here for small inputs (e.g. 32x32) and few classes.
+  projection shortcut, bias-free convs with Flax's default init, the stem conv named
+  ``conv_init``, zero-initialised last BN scale of each block), here for small inputs
+  (e.g. 32x32) and few classes. One addition: ``mid_filters`` sets the width of each
+  block's first conv (default: the block's width, i.e. Flax's model), so a model can
+  be built at the sizes ``admmjax.shrink`` leaves.
 * :class:`DecoderStack`: the pre-LN decoder block of flax ``examples/lm1b_nnx``
-  (LayerNorm, ``nnx.MultiHeadAttention`` with ``(embed, heads, head_dim)`` query/key/
-  value kernels and a ``(heads, head_dim, embed)`` out kernel, MLP ``wi``/``wo``),
-  stacked with ``nnx.vmap`` (create) and ``nnx.scan`` (apply) as in Flax's
-  scan-over-layers guide, so every kernel carries a leading layer axis. As in
-  lm1b_nnx, kernels and embeddings carry logical sharding names
+  (``EncoderDecoder1DBlock``: LayerNorm, ``nnx.MultiHeadAttention`` with
+  ``use_bias=False``, ``(embed, heads, head_dim)`` query/key/value kernels and a
+  ``(heads, head_dim, embed)`` out kernel, ``qkv_features = qkv``; ``MlpBlock`` with
+  ``linear1``/``linear2``), stacked with ``nnx.vmap`` (create) and ``nnx.scan``
+  (apply) as in Flax's scan-over-layers guide, so every kernel carries a leading
+  layer axis. As in lm1b_nnx, kernels and embeddings carry logical sharding names
   (``nnx.with_partitioning``; ``eager_sharding=False`` so no mesh is needed), and the
   vmap/scan name the added axis ``"layers"`` (``transform_metadata``), the metadata
-  :func:`admmjax.stacked_axes_from_nnx` reads.
+  :func:`admmjax.stacked_axes_from_nnx` reads. Dropout (rate 0 in these tests) and
+  position embeddings are left out.
 
 Re-typed from the published layouts, tiny sizes; not imported by the library.
 """
@@ -58,11 +63,12 @@ class ResNetBlock(nn.Module):
     norm: Callable[..., Any]
     act: Callable[[jax.Array], jax.Array]
     strides: tuple[int, int] = (1, 1)
+    mid_filters: int | None = None  # not in Flax: the first conv's width (shrunk models)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         residual = x
-        y = self.conv(self.filters, (3, 3), self.strides)(x)
+        y = self.conv(self.mid_filters or self.filters, (3, 3), self.strides)(x)
         y = self.norm()(y)
         y = self.act(y)
         y = self.conv(self.filters, (3, 3))(y)
@@ -80,13 +86,11 @@ class ResNet(nn.Module):
     num_classes: int
     num_filters: int = 64
     dtype: Any = jnp.float32
+    mid_filters: Sequence[int] | None = None  # not in Flax: per-block first-conv widths
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-        conv = functools.partial(
-            nn.Conv, use_bias=False, dtype=self.dtype,
-            kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
-        )  # fmt: skip
+        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
         norm = functools.partial(
             nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
             dtype=self.dtype,
@@ -95,19 +99,29 @@ class ResNet(nn.Module):
         x = norm(name="bn_init")(x)
         x = nn.relu(x)
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        block = 0
         for i, block_size in enumerate(self.stage_sizes):
             for j in range(block_size):
                 strides = (2, 2) if i > 0 and j == 0 else (1, 1)
+                mid = None if self.mid_filters is None else self.mid_filters[block]
                 x = ResNetBlock(
-                    self.num_filters * 2**i, conv=conv, norm=norm, act=nn.relu, strides=strides
-                )(x)
+                    self.num_filters * 2**i, conv=conv, norm=norm, act=nn.relu,
+                    strides=strides, mid_filters=mid,
+                )(x)  # fmt: skip
+                block += 1
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+        x = nn.Dense(self.num_classes, dtype=self.dtype)(x)
+        return jnp.asarray(x, self.dtype)
 
 
-def resnet18(num_classes: int = 4, num_filters: int = 8) -> ResNet:
+def resnet18(
+    num_classes: int = 4, num_filters: int = 8, mid_filters: Sequence[int] | None = None
+) -> ResNet:
     """ResNet18's stage sizes (2, 2, 2, 2), narrow (``num_filters`` in the stem)."""
-    return ResNet(stage_sizes=(2, 2, 2, 2), num_classes=num_classes, num_filters=num_filters)
+    return ResNet(
+        stage_sizes=(2, 2, 2, 2), num_classes=num_classes, num_filters=num_filters,
+        mid_filters=None if mid_filters is None else tuple(mid_filters),
+    )  # fmt: skip
 
 
 LAYERS = "layers"  # the logical name of the stacked axis
@@ -120,24 +134,25 @@ def _named(names: tuple[str, ...], init: Callable[..., Any] = _KERNEL_INIT) -> C
 
 
 class MlpBlock(nnx.Module):
-    """lm1b_nnx MlpBlock: ``wi`` (embed -> mlp), relu, ``wo`` (mlp -> embed)."""
+    """lm1b_nnx MlpBlock: ``linear1`` (embed -> mlp), relu, ``linear2`` (mlp -> embed)."""
 
     def __init__(self, embed: int, mlp: int, *, rngs: nnx.Rngs):
-        self.wi = nnx.Linear(embed, mlp, kernel_init=_named(("embed", "mlp")), rngs=rngs)
-        self.wo = nnx.Linear(mlp, embed, kernel_init=_named(("mlp", "embed")), rngs=rngs)
+        self.linear1 = nnx.Linear(embed, mlp, kernel_init=_named(("embed", "mlp")), rngs=rngs)
+        self.linear2 = nnx.Linear(mlp, embed, kernel_init=_named(("mlp", "embed")), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.wo(nnx.relu(self.wi(x)))
+        return self.linear2(nnx.relu(self.linear1(x)))
 
 
 class DecoderBlock(nnx.Module):
     """Pre-LN decoder block: x + attn(LN(x)) (causal), then y + mlp(LN(y))."""
 
-    def __init__(self, embed: int, heads: int, mlp: int, *, rngs: nnx.Rngs):
+    def __init__(self, embed: int, heads: int, mlp: int, qkv: int, *, rngs: nnx.Rngs):
         ones = nnx.initializers.ones_init()
         self.ln1 = nnx.LayerNorm(embed, scale_init=_named(("embed",), ones), rngs=rngs)
         self.attention = nnx.MultiHeadAttention(
-            num_heads=heads, in_features=embed, qkv_features=embed, decode=False,
+            num_heads=heads, in_features=embed, qkv_features=qkv, use_bias=False,
+            broadcast_dropout=False, decode=False,
             kernel_init=_named(("embed", "heads", "kv")),
             out_kernel_init=_named(("heads", "kv", "embed")), rngs=rngs,
         )  # fmt: skip
@@ -156,7 +171,7 @@ class DecoderStack(nnx.Module):
 
     def __init__(
         self, vocab: int = 32, embed: int = 16, heads: int = 2, mlp: int = 32,
-        layers: int = 2, *, rngs: nnx.Rngs,
+        layers: int = 2, qkv: int | None = None, *, rngs: nnx.Rngs,
     ):  # fmt: skip
         self.embed = nnx.Embed(
             vocab, embed, embedding_init=_named(("vocab", "embed"), nnx.initializers.normal(1.0)),
@@ -166,7 +181,7 @@ class DecoderStack(nnx.Module):
         @nnx.split_rngs(splits=layers)
         @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS})
         def create_block(rngs: nnx.Rngs) -> DecoderBlock:
-            return DecoderBlock(embed, heads, mlp, rngs=rngs)
+            return DecoderBlock(embed, heads, mlp, qkv or embed, rngs=rngs)
 
         self.blocks = create_block(rngs)
         self.ln_final = nnx.LayerNorm(embed, rngs=rngs)

@@ -258,7 +258,7 @@ def test_stacked_axes_from_nnx_on_the_scanned_model():
     params = nnx.state(model, nnx.Param)
     axes = admmjax.stacked_axes_from_nnx(params)
     kernels = {f"blocks/attention/{n}/kernel" for n in ("query", "key", "value", "out")}
-    kernels |= {"blocks/mlp/wi/kernel", "blocks/mlp/wo/kernel"}
+    kernels |= {"blocks/mlp/linear1/kernel", "blocks/mlp/linear2/kernel"}
     assert axes == {**dict.fromkeys(kernels, 0), "blocks/ln1/scale": 0, "blocks/ln2/scale": 0}
     targets = admmjax.uniform_sparsity(params, 0.75, stacked=axes)
     # Default selection: kernels only (stacked or not); no embedding, LN scale or bias.
@@ -311,7 +311,7 @@ def test_nnx_optimizer_runs_admm_with_exact_per_layer_counts_and_2_4():
     blocks = pruned["blocks"]
     # Per layer: 25% of 16*2*8 = 256 entries, whatever the layer's scale.
     assert _per_layer_nonzero(blocks["attention"]["query"]["kernel"][...]) == [64] * 4
-    assert _per_layer_nonzero(blocks["mlp"]["wi"]["kernel"][...]) == [256] * 4
+    assert _per_layer_nonzero(blocks["mlp"]["linear1"]["kernel"][...]) == [256] * 4
     for name, contraction in (("key", (1,)), ("value", (1,)), ("out", (1, 2))):
         lead = range(1, 1 + len(contraction))
         k = jnp.moveaxis(blocks["attention"][name]["kernel"][...], contraction, lead)
