@@ -118,29 +118,6 @@ def test_as_keep_counts_keeps_other_leaves_and_refuses_traced_targets():
         jax.jit(lambda t: admmjax.as_keep_counts(params, t))(targets)
 
 
-def test_pipeline_jitted_update_keeps_the_host_counts(tmp_path, monkeypatch):
-    # fc2 of LeNet-300-100 has 30,000 entries: 0.53 keeps 14,100 on the host, 14,101
-    # when the fraction is traced in float32 (the pipeline passes targets to jit).
-    import tensorflow_datasets as tfds
-
-    from experiments import data, train
-
-    monkeypatch.setenv("ADMMJAX_CACHE", str(tmp_path / "cache"))  # never cache mock data
-    data.clear_memo()
-    sparsity = {"fc1/kernel": 0.26, "fc2/kernel": 0.53, "fc3/kernel": 0.88}
-    cfg = train.Config(model="lenet300_100", dataset="fashion_mnist", sparsity=sparsity,
-                       batch_size=16, eval_batch_size=32, progress=False)  # fmt: skip
-    with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
-        pipe = train.Pipeline(cfg, str(tmp_path / "run"), log=lambda _: None)
-    data.clear_memo()
-    counts = admmjax.target_counts(pipe.init_params, pipe.targets)
-    assert counts["fc2"]["kernel"] == _formula(0.53, 30_000) == 14_100
-    state = admmjax.init(pipe.init_params, pipe.targets)
-    new_state, _ = pipe._admm_update(state, pipe.init_params)
-    got = jax.tree.map(_nnz, new_state.z)
-    assert got == counts
-
-
 # --- defect 6b: traced targets out of range are clamped, NaN-safely -----------------------
 
 
