@@ -7,10 +7,29 @@ import os
 import platform
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _repo_relative(argument: str) -> str:
+    # Recorded commands must replay on another checkout: no interpreter or repo path.
+    path = Path(argument)
+    if path.is_absolute():
+        try:
+            return path.relative_to(REPO).as_posix()
+        except ValueError:
+            pass
+    return argument
+
+
+def command_line() -> str:
+    """The command that is running, as `python <repo-relative args>`."""
+    return shlex.join(["python", *map(_repo_relative, sys.argv)])
 
 
 def environment() -> dict[str, Any]:
@@ -27,7 +46,7 @@ def environment() -> dict[str, Any]:
         "numpy_version": np.__version__,
         "python": platform.python_version(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]),
+        "command": command_line(),
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }

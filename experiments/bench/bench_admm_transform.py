@@ -54,7 +54,7 @@ from experiments.bench.common import (  # noqa: E402
     ratio_stats,
     run_steps,
 )
-from experiments.bench.env import environment  # noqa: E402
+from experiments.environment import environment  # noqa: E402
 
 TARGET = 1.05
 NEVER = 10**9  # every: no Z/U update inside the timed steps

@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 
 import admmjax  # noqa: E402
 from experiments.bench.bench_projection import timed  # noqa: E402
-from experiments.bench.env import environment  # noqa: E402
+from experiments.environment import environment  # noqa: E402
 
 
 def parse_target(text: str) -> Any:
