@@ -362,28 +362,44 @@ def targeted_leaves(params: PyTree, targets: PyTree) -> dict[str, Any]:
 DEFAULT_WEIGHT_NAMES = ("kernel", "weight")
 
 
-def is_layer_weight(path: str, leaf: Any) -> bool:
+def is_layer_weight(path: str, leaf: Any, stacked_axes: int = 0) -> bool:
     """The default selection: a leaf named ``kernel`` or ``weight`` with ``ndim >= 2``.
 
     The name is the last ``/``-separated path component, so Linen's ``Dense_0/kernel``,
     NNX's ``linear/kernel`` (trailing ``value`` dropped) and a plain dict's
     ``fc1/weight`` are selected, stacked or not; biases, norm scales and offsets
     (``scale``, ``bias``, a 1-D PyTorch-style norm ``weight``) and embeddings
-    (``embedding``, ``embed``, ``wte``, ``wpe``) are not.
+    (``embedding``, ``embed``, ``wte``, ``wpe``) are not. ``stacked_axes`` layer axes
+    are not counted in the rank, so a stacked norm ``weight`` (layers, width) stays
+    dense too.
     """
-    return path.rsplit("/", 1)[-1] in DEFAULT_WEIGHT_NAMES and jnp.ndim(leaf) >= 2
+    name_ok = path.rsplit("/", 1)[-1] in DEFAULT_WEIGHT_NAMES
+    return name_ok and jnp.ndim(leaf) - stacked_axes >= 2
 
 
-def _include_fn(include: Include) -> Callable[[str, Any], bool]:
+StackedAxes = Mapping[str, int | tuple[int, ...]] | None
+
+
+def _stacked_match(path: str, stacked: StackedAxes) -> str | None:
+    """The first ``stacked`` glob matching ``path`` (``None``: not stacked)."""
+    return next((pat for pat in stacked or () if fnmatch.fnmatchcase(path, pat)), None)
+
+
+def _include_fn(include: Include, stacked: StackedAxes = None) -> Callable[[str, Any], bool]:
+    if include is None and stacked:
+
+        def is_slice_layer_weight(path: str, leaf: Any) -> bool:
+            match = _stacked_match(path, stacked)
+            axes = 0 if match is None else len(np.atleast_1d(stacked[match]))
+            return is_layer_weight(path, leaf, axes)
+
+        return is_slice_layer_weight
     if include is None:
         return is_layer_weight
     if callable(include):
         return include
     patterns = [include] if isinstance(include, str) else list(include)
     return lambda path, leaf: any(fnmatch.fnmatchcase(path, pat) for pat in patterns)
-
-
-StackedAxes = Mapping[str, int | tuple[int, ...]] | None
 
 
 def _wrap_stacked(paths: list[str], specs: list, stacked: StackedAxes) -> list:
@@ -397,7 +413,7 @@ def _wrap_stacked(paths: list[str], specs: list, stacked: StackedAxes) -> list:
         raise ValueError(f"stacked pattern(s) {unused} match no parameter path; paths: {paths}")
     out = []
     for p, spec in zip(paths, specs, strict=True):
-        match = next((pat for pat in stacked if fnmatch.fnmatchcase(p, pat)), None)
+        match = _stacked_match(p, stacked)
         wrap = match is not None and spec is not None and not isinstance(spec, Stacked)
         out.append(Stacked(spec, stacked[match]) if wrap else spec)
     return out
@@ -418,7 +434,8 @@ def uniform_sparsity(
         target leaf (``Keep(n)``, a :class:`Constraint` such as ``admmjax.NM(2, 4)``).
       include: which leaves to prune. ``None`` (default) selects the weights of
         dense and convolution layers: leaves whose last path component is ``kernel``
-        or ``weight`` and ``ndim >= 2`` (:func:`is_layer_weight`); biases, norm
+        or ``weight`` and ``ndim >= 2`` (:func:`is_layer_weight`; for a leaf matched
+        by ``stacked``, the rank of one slice); biases, norm
         scales/offsets and embeddings stay dense (select them by path to prune
         them). Or a callable ``(path, leaf) -> bool``, or glob pattern(s) over
         paths like ``'fc1/kernel'``.
@@ -428,7 +445,7 @@ def uniform_sparsity(
         budget per layer (see :func:`stacked_axes_from_nnx`).
     """
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-    select = _include_fn(include)
+    select = _include_fn(include, stacked)
     paths = [path_str(p) for p, _ in flat]
     leaves = [leaf for _, leaf in flat]
     specs = [sparsity if select(p, x) else None for p, x in zip(paths, leaves, strict=True)]

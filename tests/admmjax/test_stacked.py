@@ -46,6 +46,17 @@ def test_default_selection_prunes_no_bias_scale_or_embedding():
     ]
 
 
+def test_default_selection_counts_one_slice_rank_of_stacked_leaves():
+    # A stacked PyTorch-style norm `weight` (layers, width) has ndim 2 but is 1-D per layer.
+    params = {
+        "layers": {"ln": {"weight": jnp.ones((L, EMBED))}, "fc": {"weight": jnp.ones((L, 8, 8))}}
+    }
+    stacked = admmjax.uniform_sparsity(params, 0.5, stacked={"layers/*": 0})
+    assert sorted(admmjax.targeted_leaves(params, stacked)) == ["layers/fc/weight"]
+    two_axes = admmjax.uniform_sparsity(params, 0.5, stacked={"layers/fc/*": (0, 1)})
+    assert sorted(admmjax.targeted_leaves(params, two_axes)) == ["layers/ln/weight"]
+
+
 @pytest.mark.parametrize(
     "inner",
     [
