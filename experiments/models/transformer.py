@@ -28,10 +28,10 @@ def _init(names: tuple[str, ...]) -> Any:
 class Block(nnx.Module):
     """x + attention(LN(x)), then + mlp(LN(.)); causal."""
 
-    def __init__(self, embed: int, heads: int, mlp: int, *, rngs: nnx.Rngs):
+    def __init__(self, embed: int, heads: int, mlp: int, qkv: int, *, rngs: nnx.Rngs):
         self.norm1 = nnx.LayerNorm(embed, rngs=rngs)
         self.attention = nnx.MultiHeadAttention(
-            num_heads=heads, in_features=embed, decode=False,
+            num_heads=heads, in_features=embed, qkv_features=qkv, decode=False,
             kernel_init=_init(("embed", "heads", "kv")),
             out_kernel_init=_init(("heads", "kv", "embed")), rngs=rngs,
         )  # fmt: skip
@@ -46,18 +46,23 @@ class Block(nnx.Module):
 
 
 class TinyLM(nnx.Module):
-    """Embedding, ``layers`` scanned :class:`Block` s, LayerNorm, logits."""
+    """Embedding, ``layers`` scanned :class:`Block` s, LayerNorm, logits.
+
+    ``qkv`` is the attention's total query/key/value width (``heads * head_dim``;
+    default ``embed``): a model with heads removed by ``admmjax.shrink`` keeps the
+    head size, so it is built with fewer ``heads`` and ``qkv = heads * head_dim``.
+    """
 
     def __init__(
         self, vocab: int = 64, embed: int = 32, heads: int = 4, mlp: int = 64,
-        layers: int = 4, *, rngs: nnx.Rngs,
+        layers: int = 4, qkv: int | None = None, *, rngs: nnx.Rngs,
     ):  # fmt: skip
         self.embed = nnx.Embed(vocab, embed, rngs=rngs)
 
         @nnx.split_rngs(splits=layers)
         @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: LAYERS})
         def blocks(rngs: nnx.Rngs) -> Block:
-            return Block(embed, heads, mlp, rngs=rngs)
+            return Block(embed, heads, mlp, qkv or embed, rngs=rngs)
 
         self.blocks = blocks(rngs)
         self.norm = nnx.LayerNorm(embed, rngs=rngs)
