@@ -10,6 +10,10 @@ by :mod:`experiments.config`).
 
 To add a model: a Flax NNX module taking ``rngs=`` and NHWC images, an entry in
 ``MODELS`` and ``INPUT_SHAPES``, and its ``options`` (if any).
+
+Not registered, because they take integer tokens rather than images (the pipeline
+would offer them for MNIST): the language models :class:`experiments.models.gpt.GPT`
+(the byte-level GPT of issue 23) and :class:`experiments.models.transformer.TinyLM`.
 """
 
 from __future__ import annotations
