@@ -46,9 +46,9 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import admmjax  # noqa: E402
+from experiments.analysis.macs import count_macs  # noqa: E402
 from experiments.bench.common import interleaved, ratio_stats  # noqa: E402
 from experiments.environment import environment  # noqa: E402
-from experiments.analysis.macs import count_macs  # noqa: E402
 from tests.integration._coupling import (  # noqa: E402
     head_targets,
     randomize_batchnorm,
