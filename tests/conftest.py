@@ -11,11 +11,19 @@ starts, so both are done here, before any test module runs a computation:
 the library's fast loop never imports ``experiments`` and runs on XLA's defaults.
 Profiles: ``default`` (quick, for local runs) and ``ci`` (more examples); pick one
 with ``HYPOTHESIS_PROFILE=ci``.
+
+XLA compilations are cached on disk for the whole run (JAX's persistent compilation
+cache, in a fresh temporary folder unless ``JAX_COMPILATION_CACHE_DIR`` is set): the
+many subprocesses (CLIs, benchmarks' quick runs, the fault-injection restarts,
+notebook kernels) compile the same training steps, and each finds them compiled.
+The cache returns the executable XLA built, so results are unchanged.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -38,7 +46,32 @@ REPO = Path(__file__).resolve().parents[1]
 LIBRARY_TESTS = REPO / "tests" / "admmjax"
 
 
+_CACHE_ENV = {
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+}
+_OWN_CACHE: list[str] = []
+
+
+def _share_compilation_cache() -> None:
+    # Environment variables reach the subprocesses; jax.config covers this process.
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        _OWN_CACHE.append(tempfile.mkdtemp(prefix="admmjax-tests-xla-cache-"))
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE[0]
+    for name, value in _CACHE_ENV.items():
+        os.environ.setdefault(name, value)
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for path in _OWN_CACHE:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _share_compilation_cache()
     targets = [
         (config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args
     ]
