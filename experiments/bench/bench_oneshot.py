@@ -38,6 +38,7 @@ Results go to ``experiments/results/bench/oneshot_<platform>.json`` (``--quick``
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -81,16 +82,19 @@ def bench_target(
     norms: np.ndarray,
     repeats: int,
     exact: bool = True,
+    rho: float | None = None,
 ) -> dict[str, Any]:
-    """Times of every solver on one target, with the ADMM breakdown."""
+    """Times of every solver on one target, with the ADMM breakdown (``rho``: ADMM's
+    initial rho, ``None`` for the library's default)."""
+    admm = functools.partial(
+        admmjax.layerwise_admm_prune, target=target, **({} if rho is None else {"rho": rho})
+    )
     dense = float(admmjax.layer_error(w, 0 * w, gram))
     solvers = {
         "magnitude": jax.jit(lambda w, h, n: admmjax.magnitude_prune(w, target)),
         "wanda": jax.jit(lambda w, h, n: admmjax.wanda_prune(w, n, target)),
         "sparsegpt": jax.jit(lambda w, h, n: admmjax.sparsegpt_prune(w, h, target)),
-        "layerwise_admm": jax.jit(
-            lambda w, h, n: admmjax.layerwise_admm_prune(w, h, target, return_info=True)
-        ),
+        "layerwise_admm": jax.jit(lambda w, h, n: admm(w, h, return_info=True)),
     }
     row: dict[str, Any] = {"target": str(target), "methods": {}}
     for name, fn in solvers.items():
@@ -110,7 +114,7 @@ def bench_target(
         print(f"{target} {name}: {median:.3f} s", file=sys.stderr)
 
     # The PCG refit's cost: the same ADMM run without it (the same iterations run).
-    no_refit = jax.jit(lambda w, h: admmjax.layerwise_admm_prune(w, h, target, refit=None))
+    no_refit = jax.jit(lambda w, h: admm(w, h, refit=None))
     admm_s = row["methods"]["layerwise_admm"]["median_s"]
     refit_s = admm_s - timed(lambda: no_refit(w, gram), repeats)[0]
     z_step = jax.jit(lambda v: admmjax.project(v, target))
@@ -131,7 +135,7 @@ def bench_target(
         "refit_share": max(refit_s, 1e-9) / admm_s,
     }
     if exact:
-        exact_fn = jax.jit(lambda w, h: admmjax.layerwise_admm_prune(w, h, target, refit="exact"))
+        exact_fn = jax.jit(lambda w, h: admm(w, h, refit="exact"))
         t0 = time.perf_counter()
         jax.block_until_ready(exact_fn(w, gram))
         first_s = time.perf_counter() - t0
@@ -194,6 +198,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a small layer, one repeat")
     parser.add_argument(
+        "--admm-rho",
+        type=float,
+        default=None,
+        help="layer-wise ADMM's initial rho [default: the library's, ALPS's 0.1]",
+    )
+    parser.add_argument(
         "--no-exact",
         dest="exact",
         action="store_false",
@@ -216,13 +226,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "tokens": args.tokens,
         "repeats": args.repeats,
         "seed": args.seed,
+        "admm_rho": args.admm_rho,
         "statistic": "median of timed calls after one warm-up (compile) call",
         "results": [],
     }
     rows = result["results"]
     out.parent.mkdir(parents=True, exist_ok=True)
     for target in targets:  # written after each target: a long run keeps what it measured
-        rows.append(bench_target(target, w, gram, norms, args.repeats, args.exact))
+        rows.append(bench_target(target, w, gram, norms, args.repeats, args.exact, args.admm_rho))
         out.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(rows))
     print(f"\n{plat}, jax {jax.__version__}; wrote {out}")
