@@ -19,9 +19,9 @@ Wanda, whose recipe compares within each output), ``NM(n, m)`` (groups of ``m``
 consecutive *input* rows of every output column, the 2:4 tensor-core layout),
 ``Structured`` (magnitude, Wanda, layer-wise ADMM), and ``Stacked(target, axis=0)``
 for a stacked kernel ``(L, in, out)`` with statistics ``(L, in, in)`` / ``(L, in)``:
-every layer slice is pruned on its own (``jax.vmap``). Counts are exact: every result
-keeps at most the target's count, and its mask exactly that count (ties to the lowest
-index, as everywhere in admmjax).
+every layer slice is pruned on its own (``jax.vmap``; ``lax.map`` for layer-wise
+ADMM). Counts are exact: every result keeps at most the target's count, and its mask
+exactly that count (ties to the lowest index, as everywhere in admmjax).
 
 All pruners are pure and jittable with the target and options static, e.g.
 ``jax.jit(sparsegpt_prune, static_argnames=("target",))``; eager calls run a jitted
@@ -704,5 +704,12 @@ def layerwise_admm_prune(
         refit_max_iter=jnp.asarray(_int(owner, "refit_max_iter", refit_max_iter, 0)),
         refit_rtol=jnp.asarray(_nonnegative(owner, "refit_rtol", refit_rtol)),
     )
-    pruned, info = _per_slice(core, stacked, jnp.asarray(kernel), jnp.asarray(gram))
+    kernel, gram = jnp.asarray(kernel), jnp.asarray(gram)
+    if stacked:
+        # One slice after another, not vmap: under vmap the loop's lax.cond (a new
+        # inverse only when rho changed) would become a select computing it every
+        # iteration, and every slice would run as many iterations as the slowest one.
+        pruned, info = lax.map(lambda args: core(*args), (kernel, gram))
+    else:
+        pruned, info = core(kernel, gram)
     return (pruned, info) if return_info else pruned
