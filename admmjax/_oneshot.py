@@ -660,7 +660,11 @@ def layerwise_admm_prune(
     is below 0.03%, or at ``max_iter = 300``. Unlike ALPS we drop its branch that divides
     rho by 5 and restarts when the support stalls before rho ever grew (with the
     normalised H and rho = 0.1 the support moves at first), so the loop is one
-    ``lax.while_loop``.
+    ``lax.while_loop``. A larger starting rho stops sooner but on worse supports: on
+    the first layer of a trained LeNet-300-100 (784 x 300, 8,192 MNIST images) at 70%,
+    rho = 0.2 / 0.4 cut the iterations from 36 to 30 / 24 and raised the error by
+    12% / 41% (at 90%: 14% / 46%; measured ad hoc, not a committed benchmark), so we
+    keep ALPS's 0.1.
 
     The support :math:`S` is that of :math:`\Pi_S(B)` for the last :math:`B` (as ALPS).
     The kept weights are then refitted on it: the least-squares problem
