@@ -531,7 +531,6 @@ _REFITS = ("pcg", "exact", None)
         "target",
         "dampening",
         "rho",
-        "max_iter",
         "update_every",
         "refit",
         "batch",
@@ -543,7 +542,7 @@ def _layerwise_admm(
     target: Any,
     dampening: float,
     rho: float,
-    max_iter: int,
+    max_iter: jax.Array,
     update_every: int,
     refit: str | None,
     batch: int,
@@ -700,11 +699,11 @@ def layerwise_admm_prune(
         target=inner,
         dampening=_nonnegative(owner, "dampening", dampening),
         rho=_positive(owner, "rho", rho),
-        max_iter=_int(owner, "max_iter", max_iter, 1),
         update_every=_int(owner, "update_every", update_every, 1),
         refit=refit,
         batch=_int(owner, "refit_batch", refit_batch, 1),
-        # Runtime values, not static: a new tolerance or step limit does not recompile.
+        # Runtime values, not static: new step limits or tolerance do not recompile.
+        max_iter=jnp.asarray(_int(owner, "max_iter", max_iter, 1)),
         refit_max_iter=jnp.asarray(_int(owner, "refit_max_iter", refit_max_iter, 0)),
         refit_rtol=jnp.asarray(_nonnegative(owner, "refit_rtol", refit_rtol)),
     )
