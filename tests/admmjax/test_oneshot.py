@@ -196,11 +196,14 @@ def test_sparsegpt_removing_one_weight_is_the_obs_closed_form():
 
 @functools.cache
 def pruned_stack(name: str, target) -> np.ndarray:
-    """SparseGPT (blocks of 12 rows: 12, 12, 8, uneven on purpose) or layer-wise ADMM."""
+    """SparseGPT (blocks of 12 rows: 12, 12, 8, uneven on purpose) or layer-wise ADMM
+    with each of its refits (``admm`` is the default, PCG)."""
     _, w, h = problems()
     fn = {
         "sparsegpt": functools.partial(admmjax.sparsegpt_prune, block_size=12),
         "admm": admmjax.layerwise_admm_prune,
+        "admm_exact": functools.partial(admmjax.layerwise_admm_prune, refit="exact"),
+        "admm_none": functools.partial(admmjax.layerwise_admm_prune, refit=None),
     }[name]
     return np.asarray(fn(w, h, admmjax.Stacked(target, axis=0)))
 
@@ -227,18 +230,52 @@ def test_sparsegpt_exact_count_sequential_obs_and_near_least_squares(target):
 # --------------------------------------------------------------------------- layer-wise ADMM
 
 
+@pytest.mark.parametrize("refit", ["admm", "admm_exact"])
 @pytest.mark.parametrize("target", TARGETS, ids=str)
-def test_layerwise_admm_exact_refit_and_no_worse_than_sparsegpt(target):
+def test_layerwise_admm_refit_is_least_squares_and_no_worse_than_sparsegpt(target, refit):
     x, w, h = problems()
-    pruned = pruned_stack("admm", target)
+    pruned = pruned_stack(refit, target)
     sparsegpt = pruned_stack("sparsegpt", target)
     for i in range(L):
         assert_meets(pruned[i], target)
         # The kept weights are the exact least-squares solution on the support (of the
-        # dampened problem the solver is given).
-        refit = lstsq_refit(x[i], w[i], pruned[i] != 0, DAMP)
-        np.testing.assert_allclose(pruned[i], refit, rtol=1e-3, atol=1e-4)
+        # dampened problem the solver is given), by PCG as by the direct solve.
+        refit_ref = lstsq_refit(x[i], w[i], pruned[i] != 0, DAMP)
+        np.testing.assert_allclose(pruned[i], refit_ref, rtol=1e-3, atol=1e-4)
         assert error(w[i], pruned[i], h[i]) <= error(w[i], sparsegpt[i], h[i])
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=str)
+def test_layerwise_admm_pcg_refit_equals_exact_refit_on_the_same_support(target):
+    _, w, h = problems()
+    pcg, exact, none = (pruned_stack(n, target) for n in ("admm", "admm_exact", "admm_none"))
+    # One ADMM run, one support: the refits only move the kept weights, never the mask.
+    np.testing.assert_array_equal(pcg != 0, none != 0)
+    np.testing.assert_array_equal(exact != 0, none != 0)
+    np.testing.assert_allclose(pcg, exact, rtol=1e-4, atol=1e-5)
+    for i in range(L):
+        # The refit is a minimum on the support: no worse than ADMM's own point.
+        assert error(w[i], pcg[i], h[i]) <= error(w[i], none[i], h[i]) * (1 + 1e-6)
+
+
+def test_layerwise_admm_pcg_stops_at_its_tolerance_or_step_limit():
+    _, w, h = problems()
+    target = 0.7
+    prune = functools.partial(admmjax.layerwise_admm_prune, w[0], h[0], target, return_info=True)
+    none, none_info = prune(refit=None)
+    zero, zero_info = prune(refit="pcg", refit_max_iter=0)
+    np.testing.assert_array_equal(zero, none)  # no step: ADMM's projected point itself
+    assert int(zero_info.refit_iterations) == 0
+    assert float(zero_info.refit_residual) == pytest.approx(float(none_info.refit_residual))
+    loose, loose_info = prune(refit="pcg", refit_rtol=1e-2)
+    tight, tight_info = prune(refit="pcg", refit_rtol=1e-6, refit_max_iter=IN)
+    assert 0 < int(loose_info.refit_iterations) <= int(tight_info.refit_iterations) <= IN
+    assert float(loose_info.refit_residual) <= 1e-2 < float(none_info.refit_residual)
+    assert float(tight_info.refit_residual) <= 1e-5
+    one, one_info = prune(refit="pcg", refit_rtol=0.0, refit_max_iter=1)
+    assert int(one_info.refit_iterations) == 1
+    for pruned in (loose, tight, one):
+        np.testing.assert_array_equal(np.asarray(pruned) != 0, np.asarray(none) != 0)
 
 
 def test_layerwise_admm_structured_rows():
@@ -247,8 +284,8 @@ def test_layerwise_admm_structured_rows():
     pruned = np.asarray(admmjax.layerwise_admm_prune(w[0], h[0], target))
     rows = (pruned != 0).any(axis=1)
     assert rows.sum() == IN // 2 and (pruned[rows] != 0).all()
-    refit = lstsq_refit(x[0], w[0], np.broadcast_to(rows[:, None], w[0].shape), DAMP)
-    np.testing.assert_allclose(pruned, refit, rtol=1e-3, atol=1e-4)
+    refit_ref = lstsq_refit(x[0], w[0], np.broadcast_to(rows[:, None], w[0].shape), DAMP)
+    np.testing.assert_allclose(pruned, refit_ref, rtol=1e-3, atol=1e-4)
 
 
 # --------------------------------------------------------------------------- jit, Stacked
@@ -280,9 +317,10 @@ def test_eager_equals_jit_and_stacked_equals_per_slice():
 def test_layerwise_admm_info():
     _, w, h = problems()
     pruned, info = admmjax.layerwise_admm_prune(
-        w[0], h[0], 0.7, max_iter=6, refit=False, return_info=True
+        w[0], h[0], 0.7, max_iter=6, refit=None, return_info=True
     )
     assert int(info.iterations) <= 6 and float(info.rho) >= admmjax._oneshot.ADMM_RHO
+    assert int(info.refit_iterations) == 0 and float(info.refit_residual) > 0
     assert_meets(pruned, 0.7)
 
 
@@ -321,6 +359,18 @@ def test_layerwise_admm_info():
         (lambda w, h, n: admmjax.sparsegpt_prune(w, h, 0.5, dampening=-1.0), "dampening"),
         (lambda w, h, n: admmjax.sparsegpt_prune(w, h, 0.5, block_size=0), "block_size"),
         (lambda w, h, n: admmjax.layerwise_admm_prune(w, h, 0.5, rho=0.0), "rho must be > 0"),
+        (
+            lambda w, h, n: admmjax.layerwise_admm_prune(w, h, 0.5, refit=True),
+            "refit must be 'pcg', 'exact' or None, got True",
+        ),
+        (
+            lambda w, h, n: admmjax.layerwise_admm_prune(w, h, 0.5, refit_rtol=-1.0),
+            "refit_rtol must be finite and >= 0",
+        ),
+        (
+            lambda w, h, n: admmjax.layerwise_admm_prune(w, h, 0.5, refit_max_iter=-1),
+            "refit_max_iter must be >= 0",
+        ),
         (lambda w, h, n: admmjax.wanda_prune(w, n, admmjax.Keep(9)), "not a multiple of 8"),
         (lambda w, h, n: admmjax.wanda_prune(w, n, admmjax.NM(2, 5)), "not a multiple of 5"),
     ],

@@ -102,9 +102,13 @@ def _oneshot(r: dict[str, Any]) -> None:
         methods = row["methods"]
         assert set(methods) == {"magnitude", "wanda", "sparsegpt", "layerwise_admm"}
         _check_all(list(methods.values()), ("median_s", "relative_error", "nonzeros"), "oneshot")
-        keys = ("iterations", "z_step_s", "z_step_share", "refit_s")
+        keys = ("iterations", "z_step_s", "z_step_share", "w_step_s", "refit_s", "refit_iterations")
         _check_all([row["layerwise_admm"]], keys, "oneshot admm")
         assert methods["layerwise_admm"]["relative_error"] <= methods["sparsegpt"]["relative_error"]
+        exact = row["layerwise_admm"]["exact_refit"]  # the PCG refit is as good as exact
+        assert abs(exact["relative_error_gap"]) < 1e-3, exact
+
+
 def _shrink(r: dict[str, Any]) -> None:
     assert {row["model"] for row in r["results"]} == {"resnet18", "lm1b_decoder"}
     keys = ("params_reduction", "macs_reduction", "full_ms", "shrunk_ms", "time_reduction")
