@@ -259,7 +259,7 @@ class OneshotConfig:
                 f"calibration_length {self.calibration_length} exceeds the model's context "
                 f"{self.context}"
             )
-        kernels = jax.tree.map(jnp.shape, _kernel_shapes(build_model(self, abstract=True)))
+        kernels = _kernel_shapes(build_model(self, abstract=True))
         for target in parse_targets(self.targets):
             try:
                 _check_target(target, kernels)
@@ -370,18 +370,35 @@ def _check_target(target: Any, kernels: Mapping[str, Sequence[int]]) -> None:
                 )
 
 
+# Eager calls of the projection-based pruners run op by op (seconds per kernel on 2
+# cores); jitted they compile once per kernel shape and target.
+_magnitude = jax.jit(admmjax.magnitude_prune, static_argnames=("target",))
+_wanda = jax.jit(admmjax.wanda_prune, static_argnames=("target", "per_output"))
+
+
+@jax.jit
+def _statistics(inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(gram, norms)`` of one kernel's calibration inputs ``(tokens, in)``."""
+    return admmjax.gram_matrix(inputs), admmjax.input_norms(inputs)
+
+
+@jax.jit
+def _relative_error(w: jax.Array, pruned: jax.Array, gram: jax.Array) -> jax.Array:
+    dense = admmjax.layer_error(w, jnp.zeros_like(w), gram)
+    return admmjax.layer_error(w, pruned, gram) / jnp.maximum(dense, jnp.finfo(dense.dtype).tiny)
+
+
 def _pruner(
     method: str, target: Any, *, dampening: float, block_size: int, admm_max_iter: int,
     wanda_per_output: bool,
 ) -> Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, int | None]]:  # fmt: skip
-    """``prune(kernel (in, out), inputs (..., in), gram) -> (pruned, iterations)``."""
+    """``prune(kernel (in, out), gram, norms) -> (pruned, ADMM iterations or None)``."""
 
-    def prune(w: jax.Array, x: jax.Array, gram: jax.Array) -> tuple[jax.Array, int | None]:
+    def prune(w: jax.Array, gram: jax.Array, norms: jax.Array) -> tuple[jax.Array, int | None]:
         if method == "magnitude":
-            return admmjax.magnitude_prune(w, target), None
+            return _magnitude(w, target=target), None
         if method == "wanda":
-            norms = admmjax.input_norms(x)
-            return admmjax.wanda_prune(w, norms, target, per_output=wanda_per_output), None
+            return _wanda(w, norms, target=target, per_output=wanda_per_output), None
         if method == "sparsegpt":
             pruned = admmjax.sparsegpt_prune(
                 w, gram, target, dampening=dampening, block_size=block_size
@@ -503,18 +520,16 @@ def prune_gpt(
             # The group's input with every earlier sublayer of this layer already pruned.
             _, seen = run(layer_params, x, mask)
             inputs = seen[group[0]]
-            inputs = inputs.reshape(-1, math.prod(inputs.shape[2:]))
-            gram = admmjax.gram_matrix(inputs)
+            gram, norms = _statistics(inputs.reshape(-1, math.prod(inputs.shape[2:])))
             for name in group:
                 leaf = _get(layer_params, name)
                 kernel = leaf["kernel"]
                 w = kernel.reshape(_matrix_shape(name, (0, *kernel.shape)))
                 t0 = time.perf_counter()
-                pruned, iterations = prune(w, inputs, gram)
+                pruned, iterations = prune(w, gram, norms)
                 pruned = jax.block_until_ready(pruned)
                 seconds = time.perf_counter() - t0
-                dense_error = admmjax.layer_error(w, jnp.zeros_like(w), gram)
-                error = admmjax.layer_error(w, pruned, gram) / jnp.maximum(dense_error, 1e-30)
+                error = _relative_error(w, pruned, gram)
                 records.append(KernelRecord(
                     layer, name, tuple(w.shape), int(jnp.count_nonzero(pruned)), int(w.size),
                     float(error), seconds, iterations,

@@ -129,7 +129,9 @@ def run(cfg: oneshot.OneshotConfig, out: str, log: Any = print) -> dict[str, Any
                 "eval_seconds": time.perf_counter() - t0,
                 "kept": kept,
                 "total": total,
-                "layers": [dataclasses.asdict(r) for r in result.records],
+                "layers": [
+                    {**dataclasses.asdict(r), "shape": list(r.shape)} for r in result.records
+                ],
             }
             doc["environment"] = environment()  # the machine and command of the last run
             os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
