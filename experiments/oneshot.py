@@ -138,8 +138,8 @@ def parse_target(value: float | str) -> float | admmjax.NM:
     if isinstance(value, str) and ":" in value:
         try:
             nm = config.parse_target(value, "attention and MLP kernels")
-        except ValueError as err:
-            raise ValueError(f"target {value!r}: expected {expected} ({err})") from None
+        except ValueError:
+            raise ValueError(f"target {value!r}: expected {expected}") from None
         if not isinstance(nm, admmjax.NM):
             raise ValueError(f"target {value!r}: expected {expected}")
         return admmjax.NM(nm.n, nm.m, axis=0)  # rows of the (in, out) view: the contraction
@@ -541,11 +541,8 @@ def prune_gpt(
                     log(f"layer {layer} {name}: kept {r.kept}/{r.total}, relative error "
                         f"{r.relative_error:.4f}, {r.seconds:.2f} s")  # fmt: skip
         x, _ = run(layer_params, x, mask)  # the pruned block's output feeds the next one
-    for name, slices in new_kernels.items():
-        holder = params["blocks"]
-        for part in name.split("/"):
-            holder = holder[part]
-        holder["kernel"] = jnp.stack(slices)
+    for name, slices in new_kernels.items():  # written back as stacked leaves
+        _get(params["blocks"], name)["kernel"] = jnp.stack(slices)
     jax.block_until_ready(params)
     return PruneResult(params, tuple(records), time.perf_counter() - start)
 

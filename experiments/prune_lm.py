@@ -113,7 +113,7 @@ def run(cfg: oneshot.OneshotConfig, out: str, log: Any = print) -> dict[str, Any
             result = oneshot.prune_gpt(
                 model, calibration, method, target, dampening=cfg.dampening,
                 block_size=cfg.block_size, admm_max_iter=cfg.admm_max_iter,
-                wanda_per_output=cfg.wanda_per_output,
+                wanda_per_output=cfg.wanda_per_output, log=lambda line, k=key: log(f"{k} {line}"),
             )  # fmt: skip
             pruned = nnx.clone(model)
             nnx.update(pruned, result.params)
