@@ -49,6 +49,7 @@ __all__ = [
     "TARGET_SPECS",
     "Config",
     "ConfigError",
+    "add_option",
     "add_options",
     "argparse_type",
     "check_values",
@@ -551,8 +552,12 @@ def directory_path(text: str) -> str:
     return text
 
 
-def _add(parser: argparse.ArgumentParser, name: str, option: Option, help_text: str | None,
-         default_text: str | None = None, choices: Any = None) -> None:  # fmt: skip
+def add_option(
+    parser: argparse.ArgumentParser, name: str, option: Option, help_text: str | None = None,
+    default_text: str | None = None, choices: Any = None,
+) -> None:  # fmt: skip
+    """One schema option as the flag ``--name`` (default ``None``: "not given"), its text
+    parsed and checked by the option; ``help_text``/``default_text``/``choices`` override."""
     kwargs: dict[str, Any] = {"type": argparse_type(option)}
     if option.choices or choices:
         kwargs = {"choices": choices or option.choices}
@@ -579,15 +584,15 @@ def add_options(
     )
     opts = options()
     for name in (*_FIRST, *(n for n in opts if n not in _FIRST and n != "progress")):
-        _add(parser, name, opts[name], help_text.get(name), default_text.get(name),
-             choices.get(name))  # fmt: skip
+        add_option(parser, name, opts[name], help_text.get(name), default_text.get(name),
+                   choices.get(name))  # fmt: skip
     parser.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bars [default: bars when stderr is a terminal]",
     )
     for name, option in MULTIHOST.items():
-        _add(parser, name, option, None)
+        add_option(parser, name, option)
 
 
 def cli_values(args: argparse.Namespace) -> dict[str, Any]:

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-__all__ = ["GPT", "LAYERS", "bits_per_char", "next_token_loss"]
+__all__ = ["GPT", "LAYERS", "bits_per_char", "causal_mask", "next_token_loss"]
 
 LAYERS = "layers"  # the logical name of the stacked axis
 
@@ -54,6 +54,11 @@ LAYERS = "layers"  # the logical name of the stacked axis
 def _init(names: tuple[str, ...], std: float) -> Any:
     # Logical axis names without a mesh (eager_sharding=False), so vmap can name its axis.
     return nnx.with_partitioning(nnx.initializers.normal(std), names, eager_sharding=False)
+
+
+def causal_mask(tokens: jax.Array) -> jax.Array:
+    """The attention mask of :class:`GPT` for tokens ``(B, T)``: ``(B, 1, T, T)``, t sees <= t."""
+    return nnx.make_causal_mask(jnp.ones(tokens.shape[:2], jnp.int32))
 
 
 class MLP(nnx.Module):
@@ -162,10 +167,8 @@ class GPT(nnx.Module):
             # One key for the embedding dropout, one per layer (split in two in the block).
             embed_key, layers_key = jax.random.split(key)
             layer_keys = jax.random.split(layers_key, self.layers)
-        positions = jnp.arange(tokens.shape[1])
-        x = self.token_embed(tokens) + self.position_embed(positions)
-        x = self.dropout(x, deterministic=not dropping, rngs=embed_key)
-        mask = nnx.make_causal_mask(jnp.ones(tokens.shape, jnp.int32))
+        x = self.dropout(self.embed(tokens), deterministic=not dropping, rngs=embed_key)
+        mask = causal_mask(tokens)
 
         @nnx.scan(
             in_axes=(nnx.Carry, 0, 0, None), out_axes=nnx.Carry,
@@ -177,6 +180,11 @@ class GPT(nnx.Module):
         x = self.ln_final(run(x, self.blocks, layer_keys, mask))
         head = self.token_embed if self.lm_head is None else self.lm_head
         return head.attend(x)
+
+    def embed(self, tokens: jax.Array) -> jax.Array:
+        """The first block's input ``(B, T, embed)``: token plus position embeddings (no
+        dropout); a layer-by-layer driver (:mod:`experiments.oneshot`) starts here."""
+        return self.token_embed(tokens) + self.position_embed(jnp.arange(tokens.shape[1]))
 
 
 def bits_per_char(

@@ -1,0 +1,174 @@
+"""Command line: one-shot pruning of the byte-level GPT on the KJV, method by method.
+
+    python -m experiments.prune_lm --dense DENSE --out experiments/results/oneshot_lm/gpt.json \\
+        --methods magnitude,wanda,sparsegpt,admm --targets 0.5,0.7,0.9,2:4
+
+Every (method, target) starts from the same dense model and the same calibration set
+(``--calibration-sequences`` windows of the training split, seed ``--seed``), runs
+:func:`experiments.oneshot.prune_gpt` and scores the pruned model's bits per character
+on the whole validation and test splits. The dense model's scores come first. Each
+finished run is written to ``--out`` at once, with the command, the options and the
+machine; the same command restarted skips what is done (a file made with other
+options is refused). Bad options are refused before any work (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from flax import nnx
+
+from experiments import config, oneshot
+from experiments import workdir as workdir_lib
+from experiments.data import text
+from experiments.environment import environment
+from experiments.kernels import configure_cpu
+from experiments.schema import ConfigError
+
+OUT = "experiments/results/oneshot_lm/gpt.json"
+# Options that do not change the results (a restart may change them freely).
+_NOT_RESULTS = ("methods", "targets", "eval_batch_size", "data_dir")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.prune_lm",
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for name, option in oneshot.options().items():
+        config.add_option(p, name, option)
+    p.add_argument("--out", default=OUT, help=f"results JSON [default: {OUT}]")
+    return p
+
+
+def parse_config(argv: list[str] | None) -> tuple[oneshot.OneshotConfig, str, argparse.Namespace]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    values = {n: getattr(args, n) for n in oneshot.options() if getattr(args, n) is not None}
+    cfg = oneshot.OneshotConfig(**values)
+    try:
+        if not cfg.dense:
+            raise ConfigError("--dense is required: the dense GPT's params")
+        if not os.path.exists(cfg.dense):
+            raise ConfigError(f"dense {cfg.dense!r} does not exist")
+        cfg.validate()
+    except ConfigError as err:
+        parser.error(str(err))
+    return cfg, args.out, args
+
+
+def _settings(cfg: oneshot.OneshotConfig) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_RESULTS}
+
+
+def _load(out: str, cfg: oneshot.OneshotConfig) -> dict[str, Any] | None:
+    if not os.path.isfile(out):
+        return None
+    with open(out) as f:
+        doc = json.load(f)
+    if doc.get("settings") != _settings(cfg):
+        raise workdir_lib.WorkdirError(
+            f"{out} holds results made with other settings ({doc.get('settings')}); "
+            "choose another --out or delete it"
+        )
+    return doc
+
+
+def run(cfg: oneshot.OneshotConfig, out: str, log: Any = print) -> dict[str, Any]:
+    """The dense scores, then every (method, target) of ``cfg``; the document written."""
+    model = oneshot.build_model(cfg)
+    like = nnx.state(model, nnx.Param)
+    dense = workdir_lib.load_dense_params(cfg.dense, nnx.as_pure(like))
+    nnx.update(model, dense)
+    splits = text.load_splits(cfg.data_dir)
+    length = cfg.calibration_length or cfg.context
+    calibration = oneshot.calibration_set(splits, cfg.calibration_sequences, length, seed=cfg.seed)
+
+    def score(m: Any) -> dict[str, float]:
+        return {
+            f"{split}_bits_per_char": oneshot.bits_per_char_split(
+                m, getattr(splits, split), cfg.eval_batch_size
+            )
+            for split in ("validation", "test")
+        }
+
+    doc = _load(out, cfg) or {"settings": _settings(cfg), "runs": {}}
+    if "dense" not in doc:
+        doc["dense"] = score(model)
+        log(f"dense: {doc['dense']}")
+    for method in oneshot.parse_methods(cfg.methods):
+        for target in oneshot.parse_targets(cfg.targets):
+            key = f"{method}@{oneshot.target_name(target)}"
+            if key in doc["runs"]:
+                log(f"{key}: done before, skipped")
+                continue
+            result = oneshot.prune_gpt(
+                model, calibration, method, target, dampening=cfg.dampening,
+                block_size=cfg.block_size, admm_max_iter=cfg.admm_max_iter,
+                wanda_per_output=cfg.wanda_per_output, log=lambda line, k=key: log(f"{k} {line}"),
+            )  # fmt: skip
+            pruned = nnx.clone(model)
+            nnx.update(pruned, result.params)
+            t0 = time.perf_counter()
+            scores = score(pruned)
+            kept = sum(r.kept for r in result.records)
+            total = sum(r.total for r in result.records)
+            doc["runs"][key] = {
+                "method": method,
+                "target": oneshot.target_name(target),
+                **scores,
+                "prune_seconds": result.seconds,
+                "eval_seconds": time.perf_counter() - t0,
+                "kept": kept,
+                "total": total,
+                "layers": [
+                    {**dataclasses.asdict(r), "shape": list(r.shape)} for r in result.records
+                ],
+            }
+            doc["environment"] = environment()  # the machine and command of the last run
+            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+            workdir_lib.write_json_atomic(out, doc, indent=2)
+            log(f"{key}: {scores}, pruned in {result.seconds:.1f} s, kept {kept}/{total}")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    workdir_lib.write_json_atomic(out, doc, indent=2)
+    return doc
+
+
+def table(doc: dict[str, Any]) -> str:
+    """Markdown: test (validation) bits per character and pruning seconds per run."""
+    dense = doc["dense"]
+    lines = [
+        "| method | target | test bpc | validation bpc | prune s |",
+        "|---|---|---|---|---|",
+        f"| dense | - | {dense['test_bits_per_char']:.4f} | "
+        f"{dense['validation_bits_per_char']:.4f} | - |",
+    ]
+    for row in doc["runs"].values():
+        lines.append(
+            f"| {row['method']} | {row['target']} | {row['test_bits_per_char']:.4f} | "
+            f"{row['validation_bits_per_char']:.4f} | {row['prune_seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
+    cfg, out, _ = parse_config(argv)
+    try:
+        doc = run(cfg, out, log=lambda line: print(line, file=sys.stderr))
+    except (workdir_lib.WorkdirError, FileNotFoundError, text.TextDataError) as err:
+        build_parser().error(str(err))
+    print(table(doc))
+    return doc
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
