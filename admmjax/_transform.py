@@ -47,7 +47,7 @@ class ADMMTransformState(NamedTuple):
 
 
 def _zero_info(admm: ADMMState, params: PyTree, targets: PyTree) -> ADMMInfo:
-    """An ADMMInfo shaped like :func:`update`'s, all zeros: the cond's other branch."""
+    """An ADMMInfo shaped like :func:`update`'s, all zeros (before the first Z/U update)."""
     shapes = jax.eval_shape(lambda s, p: update(s, p, targets)[1], admm, params)
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
@@ -71,8 +71,9 @@ def admm(
        Z^{k+1} = \Pi_S(W_t + U^k), \qquad U^{k+1} = U^k + W_t - Z^{k+1},
        \qquad W_t = W_{t-1} + \Delta_t,
 
-    inside a ``lax.cond`` (jittable, no host round trip; on steps without a Z/U update
-    the projection is not computed, and :math:`W_t` is the loop's own
+    inside a ``lax.while_loop`` that runs once or not at all (jittable, no host round
+    trip; on steps without a Z/U update the projection is not computed and Z, U stay in
+    place, and :math:`W_t` is the loop's own
     ``apply_updates``, which XLA shares under the caller's ``jit``). Read Z, U and the latest
     residuals with :func:`admm_state`. After ADMM, hard prune with
     :func:`admmjax.prune` as usual.
@@ -109,21 +110,21 @@ def admm(
         updates, _ = add_penalty.update(updates, optax.EmptyState(), params, admm_state=state.admm)
         updates, inner_state = inner.update(updates, state.inner, params, **extra)
         step = state.step + 1
-        # W_t outside the cond: under the caller's jit it is the same expression as the
+        # W_t outside the loop: under the caller's jit it is the same expression as the
         # loop's own apply_updates, so XLA computes it once (no extra pass over the
-        # params) and Z/U see exactly the params the loop gets (inside the cond, XLA
+        # params) and Z/U see exactly the params the loop gets (inside the loop, XLA
         # could fuse the add differently, e.g. contract it with Adam's scale to an FMA).
         new_params = optax.apply_updates(params, updates)
 
-        def zu_step(operands):
-            admm_old, _, new_params = operands
-            return update(admm_old, new_params, targets, eps=eps)
+        def zu_step(carry):
+            _, admm_old, _ = carry
+            return (jnp.zeros((), bool), *update(admm_old, new_params, targets, eps=eps))
 
-        def keep(operands):
-            return operands[0], operands[1]
-
-        new_admm, info = jax.lax.cond(
-            step % every == 0, zu_step, keep, (state.admm, state.info, new_params)
+        # A loop that runs zero times or once, not a lax.cond: XLA updates a while
+        # loop's carry in place, while a cond's pass-through branch copies Z and U
+        # (measured on CPU: ~30 us instead of ~85 us per step for LeNet-300-100's state).
+        _, new_admm, info = jax.lax.while_loop(
+            lambda carry: carry[0], zu_step, (step % every == 0, state.admm, state.info)
         )
         return updates, ADMMTransformState(inner_state, new_admm, step, info)
 

@@ -58,7 +58,7 @@ from experiments.environment import environment  # noqa: E402
 
 TARGET = 1.05
 NEVER = 10**9  # every: no Z/U update inside the timed steps
-DEFAULT_STEPS = {"lenet300_100": 200, "lenet5": 20}
+DEFAULT_STEPS = {"lenet300_100": 2000, "lenet5": 200}  # rounds of ~2 s: steady ratios
 STACKED_SHAPES = ((4, 256, 1024), (12, 768, 768))
 QUICK_SHAPES = ((4, 64, 64),)
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--steps",
         type=int,
         default=0,
-        help="steps per timed round (0: 200 for LeNet-300-100, 20 for LeNet-5) [default: 0]",
+        help="steps per timed round (0: 2000 for LeNet-300-100, 200 for LeNet-5) [default: 0]",
     )
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds [default: 9]")
     parser.add_argument(
