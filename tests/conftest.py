@@ -86,6 +86,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "mnist_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.data)
+    # Files holding `slow` tests run first: the parallel workers (whole files each) then
+    # end on short files together instead of one worker finishing a long file alone.
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(scope="session")

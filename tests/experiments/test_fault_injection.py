@@ -29,6 +29,7 @@ from pathlib import Path
 import _fault_worker  # tests/experiments/, on sys.path as the test's own folder
 import jax
 import numpy as np
+import pytest
 
 from admmjax.checkpoint import KILL_AT_ENV, Checkpointer, load_pytree
 from experiments import models
@@ -85,6 +86,7 @@ def _outputs(workdir: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_killed_anywhere_the_restarted_run_ends_bit_identical(tmp_path):
     env = {
         **os.environ,

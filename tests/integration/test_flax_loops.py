@@ -190,6 +190,7 @@ def _resnet_step(model):
     return step
 
 
+@pytest.mark.slow
 def test_resnet_admm_prune_and_200_steps_of_masked_adamw():
     model, variables, x, y = _resnet()
     params = variables["params"]
