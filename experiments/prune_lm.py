@@ -101,6 +101,11 @@ def run(cfg: oneshot.OneshotConfig, out: str, log: Any = print) -> dict[str, Any
         }
 
     doc = _load(out, cfg) or {"settings": _settings(cfg), "runs": {}}
+
+    def save() -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        workdir_lib.write_json_atomic(out, doc, indent=2)
+
     if "dense" not in doc:
         doc["dense"] = score(model)
         log(f"dense: {doc['dense']}")
@@ -134,11 +139,9 @@ def run(cfg: oneshot.OneshotConfig, out: str, log: Any = print) -> dict[str, Any
                 ],
             }
             doc["environment"] = environment()  # the machine and command of the last run
-            os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-            workdir_lib.write_json_atomic(out, doc, indent=2)
+            save()
             log(f"{key}: {scores}, pruned in {result.seconds:.1f} s, kept {kept}/{total}")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    workdir_lib.write_json_atomic(out, doc, indent=2)
+    save()
     return doc
 
 

@@ -46,9 +46,11 @@ REPO = Path(__file__).resolve().parents[1]
 LIBRARY_TESTS = REPO / "tests" / "admmjax"
 
 
-_CACHE_ENV = {
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+# Cache every compilation, however quick or small (JAX option -> value; the
+# environment variable of each is its name in upper case).
+_CACHE_SETTINGS = {
+    "jax_persistent_cache_min_compile_time_secs": 0,
+    "jax_persistent_cache_min_entry_size_bytes": -1,
 }
 _OWN_CACHE: list[str] = []
 
@@ -58,11 +60,10 @@ def _share_compilation_cache() -> None:
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         _OWN_CACHE.append(tempfile.mkdtemp(prefix="admmjax-tests-xla-cache-"))
         os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE[0]
-    for name, value in _CACHE_ENV.items():
-        os.environ.setdefault(name, value)
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    for name, value in _CACHE_SETTINGS.items():
+        os.environ.setdefault(name.upper(), str(value))
+        jax.config.update(name, value)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
