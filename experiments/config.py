@@ -28,6 +28,7 @@ import jax
 
 import admmjax
 from experiments import models as models_lib
+from experiments.data import text as text_data
 from experiments.schema import (
     FRACTION,
     NON_NEGATIVE,
@@ -69,6 +70,7 @@ SCHEDULES = ("constant", "cosine")
 TARGET_SPECS = """\
 a fraction in [0, 1)      cardinality: prune that fraction of the entries (the paper)
 "N:M" (e.g. "2:4")        N:M sparsity along the input dimension, admmjax.NM(N, M)
+"N:M@AXES" ("2:4@0,1")    N:M along these axes of a kernel (of one layer when stacked)
 "filters:S"               prune the fraction S of whole output channels / columns
 "channels:S"              prune the fraction S of whole input channels (conv kernels)
 "rows:S"                  prune the fraction S of whole rows (dense kernels' inputs)
@@ -91,7 +93,11 @@ def parse_target(value: float | str, pattern: str = "?") -> Any:
     try:
         kind = parts[0].lower()
         if len(parts) == 2 and kind.isdigit():
-            return admmjax.NM(int(parts[0]), int(parts[1]))
+            m, at, axes = parts[1].partition("@")
+            if not at:
+                return admmjax.NM(int(parts[0]), int(m))
+            axis = tuple(int(a) for a in axes.split(","))
+            return admmjax.NM(int(parts[0]), int(m), axis=axis[0] if len(axis) == 1 else axis)
         if kind in ("filters", "channels", "rows") and len(parts) == 2:
             axis = {"filters": -1, "channels": -2, "rows": 0}[kind]
             return admmjax.Structured(_fraction(parts[1]), axis=axis)
@@ -173,12 +179,16 @@ class _PipelineOptions:
     dataset: str = field(Option(
         str, "mnist",
         "TFDS name of an MNIST-like dataset (28x28x1 uint8 images, 10 classes): "
-        "mnist, fashion_mnist, kmnist, emnist/mnist... (imagenet2012 streams ImageNet)",
+        "mnist, fashion_mnist, kmnist, emnist/mnist... (imagenet2012 streams ImageNet; "
+        "kjv, the King James Bible as bytes, is the language models' text)",
     ))
     data_dir: str | None = field(Option(
         str, None,
-        "TFDS data dir, an existing directory holding DATASET/VERSION/ prepared by TFDS",
-        optional=True, default_text="$TFDS_DATA_DIR, else ~/tensorflow_datasets",
+        "TFDS data dir, an existing directory holding DATASET/VERSION/ prepared by TFDS "
+        "(kjv: the directory holding kjv.txt)",
+        optional=True,
+        default_text="$TFDS_DATA_DIR, else ~/tensorflow_datasets (kjv: $ADMMJAX_TEXT_DIR, "
+        "else ../shared/text/kjv)",
     ))
     seed: int = field(Option(
         int, 0, "seed of initialisation, data order and dropout, an integer >= 0",
@@ -282,6 +292,16 @@ class _PipelineOptions:
         "per_layer (each pattern's fraction is its layer's budget) or global (the fractions "
         "fix only the total; each Z-step and the hard prune split it by magnitude)",
         choices=("per_layer", "global"),
+    ))
+    sparsify: str = field(Option(
+        str, "admm",
+        "how the admm stage reaches the sparsity: admm (penalised W-steps with a Z/U update "
+        "every admm_steps) or gradual (gradual magnitude pruning, Zhu & Gupta 2017: at the "
+        "start of W-step i of admm_iterations the weights of least magnitude are masked, a "
+        "fraction s (1 - (1 - i / admm_iterations)^3) of each target s, N:M and structured "
+        "specs in full; same steps, optimizer and data); the hard prune and retraining "
+        "follow either way",
+        choices=("admm", "gradual"),
     ))
     rho: float = field(Option(
         float, 1e-3,
@@ -421,6 +441,7 @@ def validate(cfg: Any) -> None:
             raise ConfigError(
                 f"{name} {value!r} needs {needs}, got {needs} {getattr(cfg, needs)!r}"
             )
+    check_task(cfg)
     local = jax.local_device_count()
     if cfg.devices > local:
         raise ConfigError(
@@ -441,16 +462,50 @@ def validate(cfg: Any) -> None:
         check_training_size(cfg, cfg.train_subset)
     if cfg.allocation == "global" and any(isinstance(v, str) for v in cfg.sparsity.values()):
         raise ConfigError("allocation 'global' takes fractions only, not constraint specs")
+    if cfg.sparsify == "gradual":
+        if cfg.allocation == "global":
+            raise ConfigError("sparsify 'gradual' prunes per layer: give allocation 'per_layer'")
+        if cfg.carry_masks:
+            raise ConfigError("sparsify 'gradual' does not take carry_masks")
+        quantized = [v for v in cfg.sparsity.values() if isinstance(v, str) and "quant" in v]
+        if quantized:
+            raise ConfigError(
+                f"sparsify 'gradual' masks by magnitude; it takes no quantization specs "
+                f"({quantized})"
+            )
     # `pretrained` may name a stage not run yet (experiments.progressive): the CLIs check it.
     if cfg.teacher is not None and not os.path.exists(cfg.teacher):
         raise ConfigError(f"teacher {cfg.teacher!r} does not exist (a workdir or checkpoint)")
     # Sparsity patterns must match parameters of the model (shapes only: no compute).
     try:
         admmjax.sparsity_by_path(
-            abstract_params(cfg), {p: parse_target(v, p) for p, v in cfg.sparsity.items()}
+            abstract_params(cfg), {p: parse_target(v, p) for p, v in cfg.sparsity.items()},
+            stacked=models_lib.stacked_axes(cfg.model, **model_kwargs(cfg)) or None,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None
+
+
+def check_task(cfg: Any) -> None:
+    """Language models train on the text (``dataset`` kjv), image models on images; the
+    options that only images have stay at their defaults for a language model."""
+    task = models_lib.model_task(cfg.model)
+    if (task == "language") != (cfg.dataset == text_data.NAME):
+        wanted = repr(text_data.NAME) if task == "language" else "an image dataset"
+        raise ConfigError(
+            f"dataset {cfg.dataset!r}: model {cfg.model!r} is a {task} model and trains on "
+            f"{wanted}"
+        )
+    if task == "language" and cfg.validation_size:
+        raise ConfigError(
+            f"validation_size {cfg.validation_size}: the text's validation split is fixed "
+            "(Genesis, experiments.data.text); give 0"
+        )
+    if task == "language" and cfg.augment_shift:
+        raise ConfigError(
+            f"augment_shift {cfg.augment_shift}: translations are for images, not for the "
+            f"language model {cfg.model!r}"
+        )
 
 
 def check_training_size(cfg: Any, available: int) -> None:

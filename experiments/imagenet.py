@@ -25,7 +25,7 @@ import sys
 import textwrap
 from typing import Any
 
-from experiments import config, configs, mnist, train
+from experiments import config, mnist, train
 from experiments import models as models_lib
 from experiments.data import imagenet as imagenet_data
 from experiments.kernels import configure_cpu
@@ -73,17 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> train.Config:
-    """train.Config's defaults < the config file < the options; ImageNet and AlexNet
-    unless the config file says otherwise."""
-    values = configs.load(args.config) if args.config else {}
-    if args.model is None and "model" not in values:
-        args.model = MODEL
-    if args.dataset is None and "dataset" not in values:
-        args.dataset = imagenet_data.NAME
-    return mnist.config_from_args(args)
-
-
 def check_run(cfg: train.Config, workdir: str) -> None:
     """What must hold before any work: the model and data, the paths, the weights."""
     if cfg.model != MODEL:
@@ -113,26 +102,9 @@ def check_run(cfg: train.Config, workdir: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        check_run(cfg, args.workdir)
-        mnist.join_hosts(args)  # before any JAX computation
-        cfg.validate()
-        for name in ("pretrained", "teacher"):
-            mnist.check_params_source(cfg, name)
-    except (ValueError, imagenet_data.DatasetUnavailableError) as err:
-        parser.error(str(err))
-    return mnist.run_and_report(cfg, args.workdir)
-
-
-def _cli(argv: list[str]) -> None:
-    try:
-        main(argv)
-    except mnist.WorkdirError as err:
-        build_parser().error(str(err))
+    defaults = {"model": MODEL, "dataset": imagenet_data.NAME}
+    return mnist.run_checked(build_parser(), argv, defaults, check_run)
 
 
 if __name__ == "__main__":
-    _cli(sys.argv[1:])
+    mnist.cli(main, build_parser, sys.argv[1:])

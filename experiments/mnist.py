@@ -105,6 +105,46 @@ def config_from_args(args: argparse.Namespace) -> train.Config:
     return cfg
 
 
+def config_with_defaults(args: argparse.Namespace, defaults: dict[str, str]) -> train.Config:
+    """:func:`config_from_args` with ``defaults`` (option -> value) for the options that
+    neither the config file nor the command line gives (e.g. another CLI's model)."""
+    values = configs.load(args.config) if args.config else {}
+    for name, value in defaults.items():
+        if getattr(args, name) is None and name not in values:
+            setattr(args, name, value)
+    return config_from_args(args)
+
+
+def run_checked(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    defaults: dict[str, str],
+    check_run: Any,
+) -> dict[str, Any]:
+    """A pruning CLI's main: parse, ``check_run(cfg, workdir)`` (the CLI's own checks),
+    join the hosts, validate, check ``--pretrained`` / ``--teacher``, then run. Every
+    bad value is argparse's usage message (exit status 2) before any work."""
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_with_defaults(args, defaults)
+        check_run(cfg, args.workdir)
+        join_hosts(args)  # before any JAX computation
+        cfg.validate()
+        for name in ("pretrained", "teacher"):
+            check_params_source(cfg, name)
+    except (ValueError, FileNotFoundError) as err:  # DatasetUnavailableError included
+        parser.error(str(err))
+    return run_and_report(cfg, args.workdir)
+
+
+def cli(main: Any, build_parser: Any, argv: list[str]) -> None:
+    """``main(argv)`` with a workdir that holds another run refused as a usage error."""
+    try:
+        main(argv)
+    except WorkdirError as err:
+        build_parser().error(str(err))
+
+
 def check_dataset(name: str, data_dir: str | None) -> int | None:
     """An existing TFDS builder with MNIST-like features, prepared in ``data_dir`` when
     one is given; reads metadata only, no data. Returns the training split's size when
@@ -287,12 +327,5 @@ def run_and_report(cfg: train.Config, workdir: str) -> dict[str, Any]:
     return summary
 
 
-def _cli(argv: list[str]) -> None:
-    try:
-        main(argv)
-    except WorkdirError as err:
-        build_parser().error(str(err))
-
-
 if __name__ == "__main__":
-    _cli(sys.argv[1:])
+    cli(main, build_parser, sys.argv[1:])

@@ -56,7 +56,7 @@ from flax import nnx
 import admmjax
 from experiments import config
 from experiments.data import text
-from experiments.models.gpt import GPT, bits_per_char, causal_mask
+from experiments.models.gpt import GPT, SIZES, bits_per_char, causal_mask
 from experiments.schema import (
     NON_NEGATIVE,
     POSITIVE,
@@ -96,8 +96,8 @@ SUBLAYERS: tuple[tuple[str, ...], ...] = (
     ("mlp/proj",),
 )
 KERNELS = tuple(name for group in SUBLAYERS for name in group)
-#: The GPT constructor's arguments that :class:`OneshotConfig` carries (its defaults).
-GPT_SIZES = ("layers", "heads", "embed", "context", "mlp_ratio", "tie_embedding", "bias")
+#: The GPT constructor's arguments that :class:`OneshotConfig` carries (its options).
+GPT_SIZES = SIZES
 
 
 # --------------------------------------------------------------------------- options
@@ -106,10 +106,6 @@ GPT_SIZES = ("layers", "heads", "embed", "context", "mlp_ratio", "tie_embedding"
 def _default(fn: Callable, name: str) -> Any:
     # The default of the function that uses the value, so the driver never restates it.
     return inspect.signature(fn).parameters[name].default
-
-
-def _gpt_default(name: str) -> Any:
-    return _default(GPT.__init__, name)
 
 
 DAMPENING = _default(admmjax.sparsegpt_prune, "dampening")
@@ -234,17 +230,13 @@ class OneshotConfig:
     eval_batch_size: int = field(Option(
         int, 64, "evaluation batch, in windows of the model's context", rule=POSITIVE,
     ))
-    layers: int = field(Option(int, _gpt_default("layers"), "GPT: blocks", rule=POSITIVE))
-    heads: int = field(Option(int, _gpt_default("heads"), "GPT: attention heads",
-                              rule=POSITIVE))
-    embed: int = field(Option(int, _gpt_default("embed"), "GPT: width", rule=POSITIVE))
-    context: int = field(Option(int, _gpt_default("context"), "GPT: context, in bytes",
-                                rule=POSITIVE))
-    mlp_ratio: int = field(Option(int, _gpt_default("mlp_ratio"),
-                                  "GPT: MLP hidden width over the width", rule=POSITIVE))
-    tie_embedding: bool = field(Option(bool, _gpt_default("tie_embedding"),
-                                       "GPT: logits by the token embedding"))
-    bias: bool = field(Option(bool, _gpt_default("bias"), "GPT: biases in linears and norms"))
+    layers: int = field(GPT.options["layers"])
+    heads: int = field(GPT.options["heads"])
+    embed: int = field(GPT.options["embed"])
+    context: int = field(GPT.options["context"])
+    mlp_ratio: int = field(GPT.options["mlp_ratio"])
+    tie_embedding: bool = field(GPT.options["tie_embedding"])
+    bias: bool = field(GPT.options["bias"])
     # fmt: on
 
     def validate(self) -> None:

@@ -2,6 +2,7 @@
 
     python -m experiments.prune_lm --dense DENSE --out experiments/results/oneshot_lm/gpt.json \\
         --methods magnitude,wanda,sparsegpt,admm --targets 0.5,0.7,0.9,2:4
+    python -m experiments.prune_lm --report   # table.md and the plot beside --out
 
 Every (method, target) starts from the same dense model and the same calibration set
 (``--calibration-sequences`` windows of the training split, seed ``--seed``), runs
@@ -10,6 +11,11 @@ on the whole validation and test splits. The dense model's scores come first. Ea
 finished run is written to ``--out`` at once, with the command, the options and the
 machine; the same command restarted skips what is done (a file made with other
 options is refused). Bad options are refused before any work (exit status 2).
+
+``--report`` writes ``table.md`` and ``sparsity_bpc.png`` beside ``--out``: the one-shot
+runs of ``--out`` side by side with the training-loss runs of the recipe family
+``experiments/configs/beyond/gpt_kjv.py`` (ADMM and gradual magnitude pruning, each
+run's ``summary.json`` where it has finished).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 
 from flax import nnx
 
-from experiments import config, oneshot
+from experiments import config, configs, oneshot
 from experiments import workdir as workdir_lib
 from experiments.data import text
 from experiments.environment import environment
@@ -46,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, option in oneshot.options().items():
         config.add_option(p, name, option)
     p.add_argument("--out", default=OUT, help=f"results JSON [default: {OUT}]")
+    p.add_argument(
+        "--report", action="store_true",
+        help="write table.md and sparsity_bpc.png beside --out from it and the gpt_kjv "
+        "recipes' summaries, then stop (nothing is pruned)",
+    )  # fmt: skip
     return p
 
 
@@ -162,8 +173,83 @@ def table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The table's columns: (heading, one-shot target name, gpt_kjv recipe's target key).
+COLUMNS = (("50%", "0.5", "50"), ("70%", "0.7", "70"), ("90%", "0.9", "90"), ("2:4", "2:4", "2of4"))
+ONESHOT_NAMES = {"magnitude": "magnitude (one-shot)", "wanda": "Wanda", "sparsegpt": "SparseGPT",
+                 "admm": "layer-wise ADMM (ours)"}  # fmt: skip
+TRAINED = {"admm": "ADMM on the training loss (ours)", "gradual": "gradual magnitude"}
+RECIPE = "beyond/gpt_kjv"
+
+
+def _trained_runs() -> dict[str, dict[str, dict[str, Any]]]:
+    """``{method: {target key: summary}}`` of the gpt_kjv recipes that have finished."""
+    from experiments.configs.beyond import gpt_kjv
+
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for method in TRAINED:
+        for key in gpt_kjv.TARGETS:
+            name = f"{method}_{key}"
+            variant_name = "" if name == gpt_kjv.BASE_VARIANT else name
+            path = os.path.join(configs.results_dir(RECIPE, variant_name), "summary.json")
+            if os.path.isfile(path):
+                with open(path) as f:
+                    found.setdefault(method, {})[key] = json.load(f)
+    return found
+
+
+def report(out: str) -> str:
+    """``table.md`` and ``sparsity_bpc.png`` beside ``out``; returns the table."""
+    from experiments.analysis import plots
+
+    with open(out) as f:
+        doc = json.load(f)
+    trained = _trained_runs()
+    rows: dict[str, dict[str, float]] = {}
+    seconds: dict[str, dict[str, float]] = {}
+    for method, label in ONESHOT_NAMES.items():
+        for heading, target, _ in COLUMNS:
+            run_ = doc["runs"].get(f"{method}@{target}")
+            if run_:
+                rows.setdefault(label, {})[heading] = run_["test_bits_per_char"]
+                seconds.setdefault(label, {})[heading] = run_["prune_seconds"]
+    for method, label in TRAINED.items():
+        for heading, _, key in COLUMNS:
+            summary = trained.get(method, {}).get(key)
+            if summary:
+                rows.setdefault(label, {})[heading] = summary["pruned_bits_per_char"]
+                stage = summary["stage_seconds"]
+                seconds.setdefault(label, {})[heading] = stage["admm"] + stage["retrain"]
+    headings = [c[0] for c in COLUMNS]
+    dense = doc["dense"]["test_bits_per_char"]
+    lines = [
+        "Test bits per character (lower is better); in brackets the wall-clock of the "
+        "pruning (one-shot: the whole model layer by layer; training: the sparsify and "
+        "retraining stages), seconds.",
+        "",
+        "| method | " + " | ".join(headings) + " |",
+        "|---|" + "---:|" * len(headings),
+        f"| dense | {dense:.4f} |" + " |" * (len(headings) - 1),
+    ]
+    for label, values in rows.items():
+        cells = [
+            f"{values[h]:.4f} ({seconds[label][h]:.0f} s)" if h in values else "not run"
+            for h in headings
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    folder = os.path.dirname(os.path.abspath(out))
+    with open(os.path.join(folder, "table.md"), "w") as f:
+        f.write(table)
+    plots.method_lines(rows, headings, dense, os.path.join(folder, "sparsity_bpc.png"))
+    return table
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
+    if "--report" in (sys.argv[1:] if argv is None else argv):  # no pruning options needed
+        args = build_parser().parse_args(argv)
+        print(report(args.out))
+        return {}
     cfg, out, _ = parse_config(argv)
     try:
         doc = run(cfg, out, log=lambda line: print(line, file=sys.stderr))

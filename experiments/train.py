@@ -10,6 +10,16 @@ the stages differ only in their optax transform:
   update (:func:`admmjax.update`) every ``admm_epochs`` epochs;
 * ``retrain``: ``admmjax.keep_pruned(adam, masks)`` after the hard prune.
 
+With ``sparsify="gradual"`` the ``admm`` stage is gradual magnitude pruning instead
+(``keep_pruned(add_decayed_weights -> adam)`` with masks recomputed by magnitude every
+``admm_steps``), at the same budget: the baseline the paper's method is measured against.
+
+Two tasks (the model's ``task``, :func:`experiments.models.model_task`): image
+classification (cross-entropy, scored by top-1 accuracy) and byte-level language
+modelling on the KJV (:class:`experiments.data.text.TextSource`; next-byte
+cross-entropy, scored by bits per character, lower is better). Stacked layers
+(``nnx.vmap``/``nnx.scan``) get one budget per layer (``admmjax.Stacked``).
+
 Everything the loop needs to continue is checkpointed with orbax through
 :mod:`admmjax.checkpoint`: params, optimizer state, ADMM state (W, Z, U), the stage,
 the step in the stage, and the history. The data order of every epoch and the
@@ -43,6 +53,7 @@ from experiments import models as models_lib
 from experiments import workdir as workdir_lib
 from experiments.config import TARGET_SPECS, Config, parse_target
 from experiments.data import mnist as data_lib
+from experiments.data import text as text_data
 
 __all__ = ["TARGET_SPECS", "Config", "Pipeline", "parse_target", "run"]  # Config: the schema
 
@@ -56,9 +67,23 @@ step_key = jax.jit(jax.random.fold_in)
 
 # --------------------------------------------------------------------------- pieces
 
-def sparsity_targets(params: Any, sparsity: dict[str, float | str]) -> Any:
-    """``Config.sparsity`` (fractions or constraint specs) as an admmjax targets tree."""
-    return admmjax.sparsity_by_path(params, {p: parse_target(v, p) for p, v in sparsity.items()})
+def sparsity_targets(
+    params: Any, sparsity: dict[str, float | str], stacked: dict[str, int] | None = None
+) -> Any:
+    """``Config.sparsity`` (fractions or constraint specs) as an admmjax targets tree;
+    leaves in ``stacked`` (``{path: axis}``, :func:`experiments.models.stacked_axes`) get
+    ``admmjax.Stacked`` targets, one budget per layer."""
+    return admmjax.sparsity_by_path(
+        params, {p: parse_target(v, p) for p, v in sparsity.items()}, stacked=stacked or None
+    )
+
+
+def gradual_sparsity(sparsity: dict[str, float | str], update: int, updates: int) -> dict:
+    """``sparsity`` at mask update ``update`` (1-based) of ``updates`` in gradual magnitude
+    pruning: fractions ``s (1 - (1 - update / updates)^3)`` (Zhu & Gupta 2017's cubic
+    ramp, the full target at the last update), constraint specs unchanged."""
+    ramp = 1.0 - (1.0 - min(update, updates) / updates) ** 3
+    return {p: v if isinstance(v, str) else v * ramp for p, v in sparsity.items()}
 
 
 def keep_whole(kind: str, kept: int, total: int) -> str:
@@ -80,6 +105,9 @@ def keep_whole(kind: str, kept: int, total: int) -> str:
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean cross-entropy (nats) over every label: a batch of images, or every position
+    of a batch of byte windows."""
+    labels = labels.astype(jnp.int32)
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
@@ -134,6 +162,9 @@ class Pipeline:
         self.cfg = cfg
         self.workdir = os.path.abspath(workdir)
         self.log = log
+        self.task = models_lib.model_task(cfg.model)
+        # The figure a run is scored by (summary keys dense_<metric>, ...).
+        self.metric = "bits_per_char" if self.task == "language" else "accuracy"
         self.source = data_source(cfg)
         if isinstance(self.source, data_lib.ArraySource):  # the arrays, as before
             self.train_x, self.train_y = self.source.train_x, self.source.train_y
@@ -142,8 +173,9 @@ class Pipeline:
         # The options the model declares go to its constructor (AlexNet's class default
         # dropout 0.5 would otherwise survive dropout=0).
         model = models_lib.create_model(cfg.model, seed=cfg.seed, **config.model_kwargs(cfg))
+        self.stacked = models_lib.stacked_axes(cfg.model, **config.model_kwargs(cfg))
         _, self.init_params, self.apply_fn = models_lib.functional(model)
-        self.targets = sparsity_targets(self.init_params, cfg.sparsity)
+        self.targets = self.sparsity_targets(cfg.sparsity)
         self.key = jax.random.key(cfg.seed)
         # Data parallelism: the global batch is split over a `data` mesh axis; params,
         # optimizer and ADMM state are replicated; jit inserts the gradient all-reduce.
@@ -154,9 +186,10 @@ class Pipeline:
         apply_fn = self.apply_fn
 
         shift = cfg.augment_shift
+        inputs = model_inputs(self.task)
 
         def loss_fn(params, x, y, rng, teacher=None):
-            x = data_lib.to_float(x)
+            x = inputs(x)
             if shift:
                 rng, shift_rng = jax.random.split(rng)
                 x = random_shift(x, shift_rng, shift)
@@ -180,14 +213,17 @@ class Pipeline:
 
         @jax.jit
         def correct(params, x, y, valid):
-            logits = apply_fn(params, data_lib.to_float(x), False, None)
+            logits = apply_fn(params, inputs(x), False, None)
+            if self.task == "language":  # summed cross-entropy of the real targets, nats
+                ce = optax.softmax_cross_entropy_with_integer_labels(logits, y.astype(jnp.int32))
+                return jnp.sum(jnp.where(valid, ce, 0.0))
             return jnp.sum(valid & (jnp.argmax(logits, -1) == y))
 
         self._correct = correct
 
         @jax.jit
         def correct_topk(params, x, y, valid):
-            logits = apply_fn(params, data_lib.to_float(x), False, None)
+            logits = apply_fn(params, inputs(x), False, None)
             _, top = jax.lax.top_k(logits, min(5, logits.shape[-1]))
             top1 = jnp.sum(valid & (top[:, 0] == y))
             top5 = jnp.sum(valid & jnp.any(top == y[:, None], axis=-1))
@@ -205,6 +241,10 @@ class Pipeline:
             lambda state, params, targets: admmjax.update(state, params, targets, eps=cfg.eps)
         )
 
+    def sparsity_targets(self, sparsity: dict[str, float | str]) -> Any:
+        """:func:`sparsity_targets` of this run's params, stacked layers per layer."""
+        return sparsity_targets(self.init_params, sparsity, self.stacked)
+
     def _admm_update(self, state: admmjax.ADMMState, params: Any) -> tuple[Any, Any]:
         """The Z/U update; with global allocation the per-layer split of the budget is
         the one :func:`admmjax.project_global` gives ``W + U``."""
@@ -217,6 +257,13 @@ class Pipeline:
         # Fractions as exact host-counted Keep(k): a float leaf passed through jit would
         # be traced and counted in float32 (one entry off init/prune on some sizes).
         return self._update_jit(state, params, admmjax.as_keep_counts(params, self.targets))
+
+    def gradual_targets(self, update: int) -> Any:
+        """The targets of mask update ``update`` of gradual magnitude pruning
+        (:func:`gradual_sparsity`)."""
+        return self.sparsity_targets(
+            gradual_sparsity(self.cfg.sparsity, update, self.cfg.admm_iterations)
+        )
 
     def global_targets(self, tree: Any) -> Any:
         """Per-leaf ``Keep`` targets: the global allocation of the budget for ``tree``."""
@@ -250,6 +297,8 @@ class Pipeline:
             return adam_with_l2(lr_schedule(c.pretrain_lr, c.pretrain_schedule, n), c.weight_decay)
         if stage == "admm":
             lr = lr_schedule(c.admm_lr, c.admm_schedule, self.admm_period())
+            if c.sparsify == "gradual":  # the masks are those of the last magnitude prune
+                return admmjax.keep_pruned(adam_with_l2(lr, c.weight_decay), masks)
             tx = optax.chain(admmjax.penalty(rho_schedule(c)), adam_with_l2(lr, c.weight_decay))
             # Progressive ADMM: the last stage's pruned weights stay at exactly zero.
             return admmjax.keep_pruned(tx, masks) if c.carry_masks else tx
@@ -261,7 +310,8 @@ class Pipeline:
     # ---- evaluation
 
     def evaluate(self, params: Any, split: str = "test") -> float:
-        """Top-1 accuracy on the whole test split (or ``split="validation"``), a fraction.
+        """The run's metric on the whole test split (or ``split="validation"``): top-1
+        accuracy (a fraction), or for a language model bits per character.
 
         For sources that report top-5 (ImageNet) both are computed in the same pass;
         :meth:`evaluate_topk` returns them.
@@ -276,7 +326,10 @@ class Pipeline:
         for batch in batches(
             self.cfg.eval_batch_size, shard_index=self.shard_index, num_shards=self.num_shards
         ):
-            total += int(self._correct(params, *parallel.shard_batch(batch, self.mesh)))
+            value = self._correct(params, *parallel.shard_batch(batch, self.mesh))
+            total += float(value) if self.task == "language" else int(value)
+        if self.task == "language":
+            return total / count / math.log(2.0)  # nats per target -> bits per character
         return total / count
 
     def evaluate_topk(self, params: Any) -> dict[str, float]:
@@ -328,11 +381,24 @@ class Pipeline:
             epoch, offset = epoch + 1, 0
 
 
+def model_inputs(task: str) -> Callable[[jax.Array], jax.Array]:
+    """What the model is fed, inside the jitted step: uint8 images scaled to [0, 1]
+    float32, or byte tokens as int32."""
+    if task == "language":
+        return lambda x: jnp.asarray(x, jnp.int32)
+    return data_lib.to_float
+
+
 def data_source(cfg: Config) -> Any:
     """The data of a run, chosen by ``cfg.dataset``: ImageNet (``imagenet2012``) streams
-    JPEGs from disk (:class:`experiments.data.imagenet.ImageNetSource`); any other name
-    is an MNIST-like dataset held in memory (:class:`experiments.data.ArraySource`)."""
+    JPEGs from disk (:class:`experiments.data.imagenet.ImageNetSource`); ``kjv`` is the
+    text of the language models (:class:`experiments.data.text.TextSource`, windows of
+    the model's ``context``); any other name is an MNIST-like dataset held in memory
+    (:class:`experiments.data.ArraySource`)."""
     from experiments.data import imagenet as imagenet_data
+
+    if cfg.dataset == text_data.NAME:
+        return text_data.TextSource(cfg.context, cfg.data_dir, train_subset=cfg.train_subset)
 
     if imagenet_data.is_imagenet(cfg.dataset):
         if cfg.validation_size:
@@ -429,7 +495,7 @@ def _run_locked(cfg: Config, workdir: str, log: Callable[[str], None]) -> dict[s
             meta["pretrained_from"] = os.path.abspath(cfg.pretrained)
             params = config.on_pretrained(cfg, params)  # e.g. LeNet-5's fold_idle
             meta = _finish_pretrain(pipe, params, meta)
-            opt_state, admm_state = _begin_admm(pipe, params)
+            params, opt_state, admm_state = _begin_admm(pipe, params)
         else:
             opt_state = pipe.transform("pretrain").init(params)
 
@@ -453,7 +519,7 @@ def _run_locked(cfg: Config, workdir: str, log: Callable[[str], None]) -> dict[s
         )
         if stage == "pretrain":
             meta = _finish_pretrain(pipe, params, meta)
-            opt_state, admm_state = _begin_admm(pipe, params)
+            params, opt_state, admm_state = _begin_admm(pipe, params)
         elif stage == "admm":
             meta["histograms"]["admm"] = histogram(params, pipe.targets)
             if cfg.allocation == "global":
@@ -462,14 +528,14 @@ def _run_locked(cfg: Config, workdir: str, log: Callable[[str], None]) -> dict[s
             masks = admmjax.freeze_quantized(masks, pipe.targets)  # levels stay fixed
             meta["accuracy"]["hard_prune"] = pipe.evaluate(params)
             _validate(pipe, params, meta, "hard_prune")
-            log(f"hard prune: test accuracy {meta['accuracy']['hard_prune']:.4f}")
+            log(f"hard prune: test {pipe.metric} {meta['accuracy']['hard_prune']:.4f}")
             meta.update(stage="retrain", step=0)
             opt_state, admm_state = pipe.transform("retrain", masks).init(params), None
         elif stage == "retrain":
             meta["accuracy"]["pruned"] = pipe.evaluate(params)
             _validate(pipe, params, meta, "pruned")
             meta["histograms"]["retrained"] = histogram(params, pipe.targets)
-            log(f"retrained: test accuracy {meta['accuracy']['pruned']:.4f}")
+            log(f"retrained: test {pipe.metric} {meta['accuracy']['pruned']:.4f}")
             fault_point("output")
             save_pytree(os.path.join(pipe.workdir, "pruned"), params)
             meta.update(stage="done", step=0)
@@ -480,8 +546,9 @@ def _run_locked(cfg: Config, workdir: str, log: Callable[[str], None]) -> dict[s
 
 
 def _validate(pipe: Pipeline, params: Any, meta: dict[str, Any], key: str) -> None:
-    """Validation accuracy of ``params`` into ``meta`` when a split is held out."""
-    if pipe.cfg.validation_size:
+    """The validation metric of ``params`` into ``meta`` when the data has that split
+    (a held-out part of MNIST's training images; the text's Genesis)."""
+    if pipe.cfg.validation_size or pipe.task == "language":
         meta.setdefault("validation", {})[key] = pipe.evaluate(params, split="validation")
 
 
@@ -489,7 +556,7 @@ def _finish_pretrain(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[
     meta["accuracy"]["dense"] = pipe.evaluate(params)
     _validate(pipe, params, meta, "dense")
     meta["histograms"]["pretrained"] = histogram(params, pipe.targets)
-    pipe.log(f"dense model: test accuracy {meta['accuracy']['dense']:.4f}")
+    pipe.log(f"dense model: test {pipe.metric} {meta['accuracy']['dense']:.4f}")
     fault_point("output")
     save_pytree(os.path.join(pipe.workdir, "dense"), params)
     meta.update(stage="admm", step=0)
@@ -507,9 +574,14 @@ def nonzero_masks(params: Any, targets: Any) -> Any:
     )
 
 
-def _begin_admm(pipe: Pipeline, params: Any) -> tuple[Any, admmjax.ADMMState]:
+def _begin_admm(pipe: Pipeline, params: Any) -> tuple[Any, Any, admmjax.ADMMState | None]:
+    """``(params, opt_state, admm_state)`` at the start of the admm stage. Gradual
+    magnitude pruning starts with its first magnitude prune and no ADMM state."""
+    if pipe.cfg.sparsify == "gradual":
+        params, masks = admmjax.prune(params, pipe.gradual_targets(1))
+        return params, pipe.transform("admm", masks).init(params), None
     masks = nonzero_masks(params, pipe.targets) if pipe.cfg.carry_masks else None
-    return pipe.transform("admm", masks).init(params), admmjax.init(params, pipe.targets)
+    return params, pipe.transform("admm", masks).init(params), admmjax.init(params, pipe.targets)
 
 
 def _template(pipe: Pipeline, stage: str) -> dict[str, Any]:
@@ -519,7 +591,7 @@ def _template(pipe: Pipeline, stage: str) -> dict[str, Any]:
     if stage in ("pretrain",):
         opt_state = pipe.transform("pretrain").init(params)
     elif stage == "admm":
-        opt_state, admm_state = _begin_admm(pipe, params)
+        _, opt_state, admm_state = _begin_admm(pipe, params)
     else:
         _, masks = admmjax.prune(params, pipe.targets)
         masks = admmjax.freeze_quantized(masks, pipe.targets)
@@ -578,16 +650,30 @@ def run_stage(
             postfix["loss"] = f"{mean:.4f}"
             bar.set_postfix(postfix)
         bar.update(1)
-        if stage == "admm" and done % period == 0:
+        if stage == "admm" and done % period == 0 and cfg.sparsify == "gradual":
+            # The next mask update (none after the last W-step: the hard prune follows).
+            rec = _gradual_record(pipe, params, done // period)
+            if done < total:
+                params, masks = admmjax.prune(params, pipe.gradual_targets(done // period + 1))
+                params = pipe.replicate(params)
+                opt_state = opt_state._replace(masks=pipe.replicate(masks))
+            meta["admm"].append(rec)
+            postfix[pipe.metric] = f"{rec[pipe.metric]:.4f}"
+            bar.set_postfix(postfix)
+            pipe.log(
+                f"gradual pruning, W-step {rec['iteration']}/{cfg.admm_iterations} at "
+                f"{rec['ramp']:.3f} of the target: {pipe.metric} {rec[pipe.metric]:.4f}"
+            )
+        elif stage == "admm" and done % period == 0:
             admm_state, info = pipe._admm_update(admm_state, params)
             meta["admm"].append(_admm_record(pipe, params, admm_state, info, done // period))
             rec = meta["admm"][-1]
-            postfix["acc"] = f"{rec['accuracy']:.4f}"
+            postfix[pipe.metric] = f"{rec[pipe.metric]:.4f}"
             bar.set_postfix(postfix)
             pipe.log(
                 f"ADMM iteration {rec['iteration']}/{cfg.admm_iterations}: primal "
                 f"{rec['primal_total']:.4g} dual {rec['dual_total']:.4g} "
-                f"acc(W) {rec['accuracy']:.4f}"
+                f"{pipe.metric}(W) {rec[pipe.metric]:.4f}"
             )
         if done % pipe.steps_per_epoch == 0 and stage != "admm" and meta["loss"]:
             pipe.log(
@@ -615,7 +701,19 @@ def _admm_record(pipe, params, admm_state, info, iteration) -> dict[str, Any]:
         "primal_total": float(info.primal_total),
         "dual_total": float(info.dual_total),
         "converged": bool(info.converged),
-        "accuracy": pipe.evaluate(params),
+        pipe.metric: pipe.evaluate(params),
+    }
+
+
+def _gradual_record(pipe: Pipeline, params: Any, iteration: int) -> dict[str, Any]:
+    """After W-step ``iteration`` of gradual magnitude pruning: its ramp and metric."""
+    updates = pipe.cfg.admm_iterations
+    return {
+        "iteration": iteration,
+        "ramp": 1.0 - (1.0 - iteration / updates) ** 3,
+        "primal": {},  # no ADMM variables: the plots show no residuals
+        "dual": {},
+        pipe.metric: pipe.evaluate(params),
     }
 
 
@@ -642,14 +740,16 @@ def write_outputs(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str
 
     cfg = pipe.cfg
     report = admmjax.sparsity_report(params, pipe.targets)
-    acc = meta["accuracy"]
+    acc = meta["accuracy"]  # the run's metric (accuracy or bits per character) by point
+    m = pipe.metric
     summary = {
         "model": cfg.model,
         "dataset": cfg.dataset,
-        "dense_accuracy": acc.get("dense"),
-        "hard_prune_accuracy": acc.get("hard_prune"),
-        "pruned_accuracy": acc.get("pruned"),
-        "validation_accuracy": meta.get("validation"),  # held-out part of train, if any
+        "metric": m,
+        f"dense_{m}": acc.get("dense"),
+        f"hard_prune_{m}": acc.get("hard_prune"),
+        f"pruned_{m}": acc.get("pruned"),
+        f"validation_{m}": meta.get("validation"),  # the validation split's, if any
         "compression": report.compression,
         "weights": report.weights,
         "nonzero": report.nonzero,
@@ -683,7 +783,7 @@ def write_outputs(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[str
         if os.path.isdir(dense_dir):
             dense = pipe.replicate(admmjax.checkpoint.load_pytree(dense_dir, pipe.init_params))
             summary["dense_top5"] = pipe.evaluate_topk(dense)["top5"]
-    summary["macs"] = _mac_summary(pipe, params, report)
+    summary["macs"] = _mac_summary(pipe, params, report) if pipe.source.image_shape else None
     w = pipe.workdir
     if not pipe.is_primary:  # every process holds the same values; one writes them
         return summary
@@ -716,18 +816,26 @@ def _mac_summary(pipe: Pipeline, params: Any, report: admmjax.SparsityReport) ->
 
 
 def summary_markdown(summary: dict[str, Any], report: admmjax.SparsityReport) -> str:
+    metric = summary.get("metric", "accuracy")
+
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.2f}%"
 
+    def value(x):
+        if metric == "accuracy":
+            return pct(x)
+        return "n/a" if x is None else f"{x:.4f}"
+
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in summary["stage_seconds"].items())
     top5 = "pruned_top5" in summary
-    head = "| | test accuracy | top-5 |\n|---|---:|---:|\n" if top5 else (
-        "| | test accuracy |\n|---|---:|\n"
+    label = "test accuracy" if metric == "accuracy" else "test bits per character"
+    head = f"| | {label} | top-5 |\n|---|---:|---:|\n" if top5 else (
+        f"| | {label} |\n|---|---:|\n"
     )  # fmt: skip
 
     def row(name: str, key: str, top5_key: str | None) -> str:
         extra = f" {pct(summary.get(top5_key)) if top5_key else 'n/a'} |" if top5 else ""
-        return f"| {name} | {pct(summary[key])} |{extra}\n"
+        return f"| {name} | {value(summary[key])} |{extra}\n"
 
     macs = summary.get("macs")
     from experiments.analysis.macs import MacReport
@@ -742,9 +850,9 @@ def summary_markdown(summary: dict[str, Any], report: admmjax.SparsityReport) ->
     return (
         f"# {summary['model']} on {summary['dataset']}\n\n"
         + head
-        + row("dense", "dense_accuracy", "dense_top5")
-        + row("after hard prune (before retraining)", "hard_prune_accuracy", None)
-        + row("pruned and retrained", "pruned_accuracy", "pruned_top5")
+        + row("dense", f"dense_{metric}", "dense_top5")
+        + row("after hard prune (before retraining)", f"hard_prune_{metric}", None)
+        + row("pruned and retrained", f"pruned_{metric}", "pruned_top5")
         + f"\nCompression over the pruned layers: **{summary['compression']:.1f}x** "
         f"({summary['nonzero']:,} of {summary['weights']:,} weights kept).\n\n"
         f"{report.to_markdown()}{mac_text}\n\nWall-clock per stage: {secs}.\n"

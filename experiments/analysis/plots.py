@@ -58,7 +58,7 @@ def residuals_and_loss(meta: dict[str, Any], path: str) -> None:
     axes[1].set_title("dual residual ||Z_k+1 - Z_k|| per layer")
     for ax in axes[:2]:
         ax.set_xlabel("ADMM iteration")
-        if admm:
+        if admm and admm[0]["primal"]:
             ax.legend(fontsize=7)
     # Loss against the run's global step: stages are laid end to end.
     offset = 0
@@ -73,6 +73,29 @@ def residuals_and_loss(meta: dict[str, Any], path: str) -> None:
     axes[2].set_title("training loss (cross-entropy) over the run")
     axes[2].set_xlabel("step")
     axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def method_lines(
+    rows: dict[str, dict[str, float]], columns: list[str], dense: float, path: str,
+    ylabel: str = "test bits per character",
+) -> None:  # fmt: skip
+    """One line per method over the categorical ``columns`` (e.g. sparsities and "2:4"),
+    ``rows[method][column]`` the value (missing ones left out), ``dense`` dashed."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    xs = range(len(columns))
+    for method, values in rows.items():
+        pts = [(i, values[c]) for i, c in enumerate(columns) if values.get(c) is not None]
+        if pts:
+            ax.plot([i for i, _ in pts], [v for _, v in pts], marker="o", label=method)
+    ax.axhline(dense, color="gray", linestyle="--", linewidth=1, label="dense")
+    ax.set_xticks(list(xs), columns)
+    ax.set_xlabel("sparsity of every attention and MLP kernel")
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 
 from experiments.data import mnist as data_lib
+from experiments.data.sharding import check_shard
 
 __all__ = [
     "CROP",
@@ -209,7 +210,7 @@ class ImageNetSource:
         num_shards: int = 1,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The (x, y) batches of one epoch from ``start_step`` on (this shard's rows)."""
-        per_shard = data_lib._check_shard(batch_size, shard_index, num_shards)
+        per_shard = check_shard(batch_size, shard_index, num_shards)
         steps = data_lib.steps_per_epoch(self.num_train, batch_size)
         if not 0 <= start_step <= steps:
             raise ValueError(f"start_step {start_step} outside [0, {steps}]")
@@ -230,7 +231,7 @@ class ImageNetSource:
         self, batch_size: int, *, shard_index: int = 0, num_shards: int = 1
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(x, y, valid) over the whole eval split in order; the last batch padded."""
-        per_shard = data_lib._check_shard(batch_size, shard_index, num_shards)
+        per_shard = check_shard(batch_size, shard_index, num_shards)
         n = self.num_test
 
         def job(start: int) -> tuple[np.ndarray, None]:

@@ -59,6 +59,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.data.sharding import check_shard
+
 __all__ = [
     "IDX_DATASETS",
     "ArraySource",
@@ -585,16 +587,6 @@ def epoch_permutation(num_examples: int, *, seed: int, epoch: int) -> np.ndarray
     return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
-def _check_shard(batch_size: int, shard_index: int, num_shards: int) -> int:
-    if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise ValueError(f"need 0 <= shard_index < num_shards, got {shard_index}, {num_shards}")
-    if batch_size <= 0 or batch_size % num_shards:
-        raise ValueError(
-            f"batch_size {batch_size} must be a positive multiple of num_shards {num_shards}"
-        )
-    return batch_size // num_shards
-
-
 def iterate_batches(
     images: np.ndarray,
     labels: np.ndarray,
@@ -616,7 +608,7 @@ def iterate_batches(
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    per_shard = _check_shard(batch_size, shard_index, num_shards)
+    per_shard = check_shard(batch_size, shard_index, num_shards)
     if not drop_remainder and num_shards > 1:
         raise ValueError("drop_remainder=False cannot split the last batch evenly over shards")
     n = len(labels)
@@ -646,7 +638,7 @@ def iterate_eval(
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    per_shard = _check_shard(batch_size, shard_index, num_shards)
+    per_shard = check_shard(batch_size, shard_index, num_shards)
     n = len(labels)
     for start in range(0, n, batch_size):
         lo = start + shard_index * per_shard

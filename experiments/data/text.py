@@ -53,14 +53,18 @@ from typing import NamedTuple
 
 import numpy as np
 
+from experiments.data.sharding import check_shard
+
 __all__ = [
     "KJV_FILE",
     "KJV_SHA256",
     "KJV_SIZE",
+    "NAME",
     "SPLITS",
     "VOCAB_SIZE",
     "SplitSpec",
     "TextDataError",
+    "TextSource",
     "TextSplits",
     "calibration_sample",
     "clear_memo",
@@ -77,6 +81,7 @@ KJV_FILE = "kjv.txt"
 KJV_SIZE = 4_298_239
 KJV_SHA256 = "82fa5f3788c6a9a010fb128a0f0bf588984b5888a82058520620eded59b033ea"
 VOCAB_SIZE = 256  # tokens are bytes
+NAME = "kjv"  # the dataset name a run's config gives (experiments.train)
 
 
 class SplitSpec(NamedTuple):
@@ -296,3 +301,83 @@ def iterate_eval(
             y[row, :count] = tokens[lo + 1 : lo + 1 + count]
             weight[row, :count] = True
         yield x, y, weight
+
+
+# --------------------------------------------------------------------------- source
+
+
+class TextSource:
+    """The KJV as :class:`experiments.train.Pipeline` reads a data set (the interface of
+    :class:`experiments.data.mnist.ArraySource`), for language models.
+
+    An example is a window of ``context`` targets: ``x`` the ``context`` bytes before
+    them (uint8 ``(B, context)``), ``y`` the bytes themselves. Training batches are
+    `sample_batch` windows of the training split, the batch of global step
+    ``epoch * steps + step`` drawn from ``(seed, that step)``; an "epoch" is
+    ``num_train = (len(train) - 1) // context`` windows, as many targets as the split
+    holds. Evaluation (`iterate_eval`) scores every byte of the test or validation split
+    once; ``num_test`` / ``num_validation`` count those targets. ``train_subset`` > 0
+    keeps the first ``train_subset`` bytes of the training split.
+    """
+
+    top5 = False
+    image_shape = None  # not images: no MAC table in the summary
+
+    def __init__(
+        self, context: int, data_dir: str | os.PathLike | None = None, *, train_subset: int = 0
+    ):  # fmt: skip
+        _check_positive("context", context)
+        splits = load_splits(data_dir)
+        self.context = context
+        self.train = splits.train[:train_subset] if train_subset else splits.train
+        self.validation, self.test = splits.validation, splits.test
+        _check_window(self.train, context + 1, "TextSource")
+
+    @property
+    def num_train(self) -> int:
+        return (len(self.train) - 1) // self.context
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test) - 1
+
+    @property
+    def num_validation(self) -> int:
+        return len(self.validation) - 1
+
+    def train_batches(
+        self, batch_size: int, *, seed: int, epoch: int, start_step: int = 0,
+        shard_index: int = 0, num_shards: int = 1,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+        """This shard's rows of the ``(x, y)`` batches of ``epoch`` from ``start_step`` on."""
+        per_shard = check_shard(batch_size, shard_index, num_shards)
+        lo, hi = shard_index * per_shard, (shard_index + 1) * per_shard
+        steps = self.num_train // batch_size
+        if not 0 <= start_step <= steps:
+            raise ValueError(f"start_step {start_step} outside [0, {steps}]")
+        for step in range(start_step, steps):
+            windows = sample_batch(
+                self.train, batch_size, self.context, seed=seed, step=epoch * steps + step
+            )[lo:hi]
+            yield windows[:, :-1], windows[:, 1:]
+
+    def _eval(
+        self, tokens: np.ndarray, batch_size: int, shard_index: int, num_shards: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        per_shard = check_shard(batch_size, shard_index, num_shards)
+        lo, hi = shard_index * per_shard, (shard_index + 1) * per_shard
+        for x, y, weight in iterate_eval(tokens, batch_size, self.context):
+            yield x[lo:hi], y[lo:hi], weight[lo:hi]
+
+    def eval_batches(
+        self, batch_size: int, *, shard_index: int = 0, num_shards: int = 1
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """`iterate_eval` over the test split: ``(x, y, weight)``, this shard's rows."""
+        return self._eval(self.test, batch_size, shard_index, num_shards)
+
+    def validation_batches(
+        self, batch_size: int, *, shard_index: int = 0, num_shards: int = 1
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """`iterate_eval` over the validation split (Genesis)."""
+        return self._eval(self.validation, batch_size, shard_index, num_shards)
+

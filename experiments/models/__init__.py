@@ -1,19 +1,24 @@
-"""The model registry: name -> constructor, input shape and the options a model declares.
+"""The model registry: name -> constructor, task, input shape and declared options.
 
 Models: LeNet-300-100 and LeNet-5 (:mod:`experiments.models.lenet`), BVLC AlexNet
-(:mod:`experiments.models.alexnet`); the conventions they share are in
-:mod:`experiments.models.base`. The pipeline knows models only through this module:
-:func:`create_model`, :func:`abstract_functional` / :func:`abstract_params` (shapes
-without initialising) and :func:`model_options` (the run options a model declares in
-its class attribute ``options``, e.g. LeNet-5's ``dropout`` and ``fold_idle``; collected
+(:mod:`experiments.models.alexnet`), the byte-level GPT (:mod:`experiments.models.gpt`);
+the conventions they share are in :mod:`experiments.models.base`. The pipeline knows
+models only through this module: :func:`create_model`, :func:`abstract_functional` /
+:func:`abstract_params` (shapes without initialising), :func:`model_task` and
+:func:`model_options` (the run options a model declares in its class attribute
+``options``, e.g. LeNet-5's ``dropout`` and ``fold_idle``, the GPT's sizes; collected
 by :mod:`experiments.config`).
 
-To add a model: a Flax NNX module taking ``rngs=`` and NHWC images, an entry in
-``MODELS`` and ``INPUT_SHAPES``, and its ``options`` (if any).
+A model's ``task`` (class attribute, default ``"classify"``) says what it eats:
+``"classify"``: NHWC images to class logits (trained on cross-entropy, scored by
+accuracy); ``"language"``: byte tokens ``(B, T)`` to next-byte logits (trained on
+next-byte cross-entropy, scored by bits per character on text data).
 
-Not registered, because they take integer tokens rather than images (the pipeline
-would offer them for MNIST): the language models :class:`experiments.models.gpt.GPT`
-(the byte-level GPT of issue 23) and :class:`experiments.models.transformer.TinyLM`.
+To add an image model: a Flax NNX module taking ``rngs=`` and NHWC images, an entry
+in ``MODELS`` and ``INPUT_SHAPES``, and its ``options`` (if any). A language model
+sets ``task = "language"`` and has no input shape.
+
+Not registered: :class:`experiments.models.transformer.TinyLM` (a test model).
 """
 
 from __future__ import annotations
@@ -23,16 +28,20 @@ from typing import Any
 
 from flax import nnx
 
+import admmjax
 from experiments import schema
 from experiments.models import base
 from experiments.models.alexnet import INPUT_SHAPE as ALEXNET_INPUT_SHAPE
 from experiments.models.alexnet import AlexNet
 from experiments.models.base import ApplyFn, count_params, functional
+from experiments.models.gpt import GPT
 from experiments.models.lenet import LeNet5, LeNet300100
 
 __all__ = [
+    "GPT",
     "INPUT_SHAPES",
     "MODELS",
+    "TASKS",
     "AlexNet",
     "ApplyFn",
     "LeNet5",
@@ -43,6 +52,8 @@ __all__ = [
     "create_model",
     "functional",
     "model_options",
+    "model_task",
+    "stacked_axes",
 ]
 
 
@@ -50,9 +61,12 @@ MODELS: dict[str, type[nnx.Module]] = {
     "lenet300_100": LeNet300100,
     "lenet5": LeNet5,
     "alexnet": AlexNet,  # BVLC AlexNet for ImageNet
+    "gpt": GPT,  # byte-level language model (the KJV)
 }
 
-# One example's (H, W, C), as the MAC counts feed it.
+TASKS = ("classify", "language")
+
+# One image's (H, W, C), as the MAC counts feed it (image models only).
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "lenet300_100": (28, 28, 1),
     "lenet5": (28, 28, 1),
@@ -88,3 +102,17 @@ def abstract_params(name: str, **kwargs: Any) -> Any:
 def model_options(name: str) -> Mapping[str, schema.Option]:
     """The run options model ``name`` declares (its class's ``options``; none by default)."""
     return getattr(_constructor(name), "options", {})
+
+
+def model_task(name: str) -> str:
+    """``"classify"`` (images to class logits) or ``"language"`` (bytes to next-byte logits)."""
+    return getattr(_constructor(name), "task", "classify")
+
+
+def stacked_axes(name: str, **kwargs: Any) -> dict[str, int]:
+    """``{path: axis}`` of model ``name``'s params stacked by ``nnx.vmap``/``nnx.scan``
+    (their ``"layers"`` sharding name; :func:`admmjax.stacked_axes_from_nnx`), read from
+    the abstract model: the ``stacked=`` that gives every layer its own budget. Empty
+    for models without stacked layers."""
+    model = nnx.eval_shape(lambda: _constructor(name)(rngs=nnx.Rngs(0), **kwargs))
+    return admmjax.stacked_axes_from_nnx(nnx.state(model, nnx.Param))

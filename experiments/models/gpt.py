@@ -38,15 +38,19 @@ train=False, rngs=None)`` with integer tokens ``(B, T)``, ``T <= context``; ``rn
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-__all__ = ["GPT", "LAYERS", "bits_per_char", "causal_mask", "next_token_loss"]
+from experiments import schema
+
+__all__ = ["GPT", "LAYERS", "SIZES", "bits_per_char", "causal_mask", "next_token_loss"]
 
 LAYERS = "layers"  # the logical name of the stacked axis
 
@@ -106,7 +110,16 @@ class Block(nnx.Module):
 
 
 class GPT(nnx.Module):
-    """Token + position embeddings, ``layers`` stacked :class:`Block` s, LayerNorm, logits."""
+    """Token + position embeddings, ``layers`` stacked :class:`Block` s, LayerNorm, logits.
+
+    ``task = "language"``: the pipeline (:mod:`experiments.train`) feeds it windows of
+    bytes, trains on the next-byte cross-entropy and scores bits per character.
+    ``options`` (set below the class, from the constructor's own defaults) declares its
+    sizes and ``dropout`` as run options.
+    """
+
+    task: ClassVar[str] = "language"
+    options: ClassVar[Mapping[str, schema.Option]]
 
     def __init__(
         self, *, rngs: nnx.Rngs, vocab: int = 256, context: int = 256, embed: int = 128,
@@ -185,6 +198,41 @@ class GPT(nnx.Module):
         """The first block's input ``(B, T, embed)``: token plus position embeddings (no
         dropout); a layer-by-layer driver (:mod:`experiments.oneshot`) starts here."""
         return self.token_embed(tokens) + self.position_embed(jnp.arange(tokens.shape[1]))
+
+
+#: The constructor's size arguments, declared as run options (the pipeline's config and
+#: the one-shot driver's take them by these names).
+SIZES = ("layers", "heads", "embed", "context", "mlp_ratio", "tie_embedding", "bias")
+
+
+def _default(name: str) -> Any:
+    # The constructor's default, so the options never restate it.
+    return inspect.signature(GPT.__init__).parameters[name].default
+
+
+GPT.options = {
+    "layers": schema.Option(int, _default("layers"), "GPT: blocks", rule=schema.POSITIVE),
+    "heads": schema.Option(int, _default("heads"), "GPT: attention heads", rule=schema.POSITIVE),
+    "embed": schema.Option(int, _default("embed"), "GPT: width", rule=schema.POSITIVE),
+    "context": schema.Option(
+        int, _default("context"), "GPT: context, in bytes (the training windows' length)",
+        rule=schema.POSITIVE,
+    ),
+    "mlp_ratio": schema.Option(
+        int, _default("mlp_ratio"), "GPT: MLP hidden width over the width", rule=schema.POSITIVE
+    ),
+    "tie_embedding": schema.Option(
+        bool, _default("tie_embedding"), "GPT: logits by the token embedding, true or false"
+    ),
+    "bias": schema.Option(
+        bool, _default("bias"), "GPT: biases in linears and norms, true or false"
+    ),
+    "dropout": schema.Option(
+        float, _default("dropout"),
+        "GPT: residual dropout rate (embeddings, attention and MLP outputs), a fraction in [0, 1)",
+        rule=schema.FRACTION,
+    ),
+}  # fmt: skip
 
 
 def bits_per_char(

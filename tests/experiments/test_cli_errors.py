@@ -105,7 +105,7 @@ CASES = {
     "dropout on LeNet-300-100": (
         lambda t: [*BASE, "--dropout", "0.5"],
         "dropout 0.5: model 'lenet300_100' has no dropout option (models taking it: alexnet, "
-        "lenet5)",
+        "gpt, lenet5)",
     ),
     "batch_size a string": (
         lambda t: _config(t, "'batch_size': '128'"),

@@ -274,3 +274,35 @@ def test_cli_end_to_end_on_the_kjv_resumes(tmp_path, capsys):
     with pytest.raises(SystemExit):
         prune_lm.main([*argv, "--seed", "1"])
     assert "holds results made with other settings" in capsys.readouterr().err
+
+
+def test_report_puts_one_shot_and_training_runs_side_by_side(tmp_path, monkeypatch):
+    """--report: one row per method, a cell per finished (method, target), the training
+    runs read from where their recipes write (the gpt_kjv config's variants)."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "oneshot" / "gpt.json"
+    out.parent.mkdir()
+    runs = {
+        f"{m}@{t}": {"test_bits_per_char": 2.0 + i + j / 10, "prune_seconds": 1.0 + j}
+        for i, m in enumerate(oneshot.METHODS)
+        for j, t in enumerate(("0.5", "0.7", "0.9", "2:4"))
+        if (m, t) != ("wanda", "0.9")  # not run: the cell says so
+    }
+    out.write_text(json.dumps({"dense": {"test_bits_per_char": 1.9}, "runs": runs}))
+    for name, bpc in (("gpt_kjv", 3.25), ("gpt_kjv_gradual_70", 2.75)):  # admm_90, gradual_70
+        run_dir = tmp_path / "experiments" / "results" / name
+        run_dir.mkdir(parents=True)
+        summary = {"pruned_bits_per_char": bpc, "stage_seconds": {"admm": 10.0, "retrain": 5.0}}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+    table = prune_lm.report(str(out))
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if "|" in line}
+    assert rows["dense"].startswith("| dense | 1.9000 |")
+    assert "| 2.0000 (1 s) | 2.1000 (2 s) | 2.2000 (3 s) | 2.3000 (4 s) |" in rows[
+        prune_lm.ONESHOT_NAMES["magnitude"]
+    ]
+    assert "not run" in rows[prune_lm.ONESHOT_NAMES["wanda"]]
+    admm = rows[prune_lm.TRAINED["admm"]].split(" | ")
+    assert admm[1:3] == ["not run", "not run"] and admm[3] == "3.2500 (15 s)"
+    assert rows[prune_lm.TRAINED["gradual"]].split(" | ")[2] == "2.7500 (15 s)"
+    assert (out.parent / "table.md").read_text() == table
+    assert (out.parent / "sparsity_bpc.png").stat().st_size > 0
