@@ -28,7 +28,13 @@ def _repo_relative(argument: str) -> str:
 
 
 def command_line() -> str:
-    """The command that is running, as `python <repo-relative args>`."""
+    """The command that is running, as `python <repo-relative args>` (``python -m
+    MODULE ...`` as typed when run as a module)."""
+    # sys.argv[0] of `python -m experiments.x` is the module's file; orig_argv keeps `-m`.
+    orig = list(getattr(sys, "orig_argv", []))
+    if "-m" in orig[1:-1]:
+        at = orig.index("-m", 1)
+        return shlex.join(["python", "-m", orig[at + 1], *map(_repo_relative, sys.argv[1:])])
     return shlex.join(["python", *map(_repo_relative, sys.argv)])
 
 

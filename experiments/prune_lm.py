@@ -177,23 +177,29 @@ def table(doc: dict[str, Any]) -> str:
 COLUMNS = (("50%", "0.5", "50"), ("70%", "0.7", "70"), ("90%", "0.9", "90"), ("2:4", "2:4", "2of4"))
 ONESHOT_NAMES = {"magnitude": "magnitude (one-shot)", "wanda": "Wanda", "sparsegpt": "SparseGPT",
                  "admm": "layer-wise ADMM (ours)"}  # fmt: skip
-TRAINED = {"admm": "ADMM on the training loss (ours)", "gradual": "gradual magnitude"}
+# The training-loss rows: label -> (sparsify method, variant suffix) of the gpt_kjv recipes.
+TRAINED = {
+    "ADMM on the training loss (ours)": ("admm", ""),
+    "gradual magnitude": ("gradual", ""),
+    "ADMM on the training loss, 3.3x budget": ("admm", "_long"),
+    "gradual magnitude, 3.3x budget": ("gradual", "_long"),
+}
 RECIPE = "beyond/gpt_kjv"
 
 
 def _trained_runs() -> dict[str, dict[str, dict[str, Any]]]:
-    """``{method: {target key: summary}}`` of the gpt_kjv recipes that have finished."""
+    """``{row label: {target key: summary}}`` of the gpt_kjv recipes that have finished."""
     from experiments.configs.beyond import gpt_kjv
 
     found: dict[str, dict[str, dict[str, Any]]] = {}
-    for method in TRAINED:
+    for label, (method, suffix) in TRAINED.items():
         for key in gpt_kjv.TARGETS:
-            name = f"{method}_{key}"
+            name = f"{method}_{key}{suffix}"
             variant_name = "" if name == gpt_kjv.BASE_VARIANT else name
             path = os.path.join(configs.results_dir(RECIPE, variant_name), "summary.json")
             if os.path.isfile(path):
                 with open(path) as f:
-                    found.setdefault(method, {})[key] = json.load(f)
+                    found.setdefault(label, {})[key] = json.load(f)
     return found
 
 
@@ -212,9 +218,9 @@ def report(out: str) -> str:
             if run_:
                 rows.setdefault(label, {})[heading] = run_["test_bits_per_char"]
                 seconds.setdefault(label, {})[heading] = run_["prune_seconds"]
-    for method, label in TRAINED.items():
+    for label in TRAINED:
         for heading, _, key in COLUMNS:
-            summary = trained.get(method, {}).get(key)
+            summary = trained.get(label, {}).get(key)
             if summary:
                 rows.setdefault(label, {})[heading] = summary["pruned_bits_per_char"]
                 stage = summary["stage_seconds"]

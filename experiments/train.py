@@ -492,7 +492,7 @@ def _run_locked(cfg: Config, workdir: str, log: Callable[[str], None]) -> dict[s
             )
         if cfg.pretrained:
             params = workdir_lib.load_dense_params(cfg.pretrained, params)
-            meta["pretrained_from"] = os.path.abspath(cfg.pretrained)
+            meta["pretrained_from"] = shown_path(cfg.pretrained)
             params = config.on_pretrained(cfg, params)  # e.g. LeNet-5's fold_idle
             meta = _finish_pretrain(pipe, params, meta)
             params, opt_state, admm_state = _begin_admm(pipe, params)
@@ -543,6 +543,15 @@ def _run_locked(cfg: Config, workdir: str, log: Callable[[str], None]) -> dict[s
     ckpt.close()
     summary = write_outputs(pipe, params, meta)
     return summary
+
+
+def shown_path(path: str) -> str:
+    """``path`` as the outputs record it: relative to the working directory when inside
+    it (the CLIs run from the repo root, so committed results hold no machine paths),
+    else absolute."""
+    full = os.path.abspath(path)
+    inside = os.path.commonpath([full, os.getcwd()]) == os.getcwd()
+    return os.path.relpath(full) if inside else full
 
 
 def _validate(pipe: Pipeline, params: Any, meta: dict[str, Any], key: str) -> None:

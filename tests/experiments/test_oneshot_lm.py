@@ -289,7 +289,8 @@ def test_report_puts_one_shot_and_training_runs_side_by_side(tmp_path, monkeypat
         if (m, t) != ("wanda", "0.9")  # not run: the cell says so
     }
     out.write_text(json.dumps({"dense": {"test_bits_per_char": 1.9}, "runs": runs}))
-    for name, bpc in (("gpt_kjv", 3.25), ("gpt_kjv_gradual_70", 2.75)):  # admm_90, gradual_70
+    for name, bpc in (("gpt_kjv", 3.25), ("gpt_kjv_gradual_70", 2.75),  # admm_90, gradual_70
+                      ("gpt_kjv_admm_90_long", 2.5)):  # fmt: skip
         run_dir = tmp_path / "experiments" / "results" / name
         run_dir.mkdir(parents=True)
         summary = {"pruned_bits_per_char": bpc, "stage_seconds": {"admm": 10.0, "retrain": 5.0}}
@@ -301,8 +302,10 @@ def test_report_puts_one_shot_and_training_runs_side_by_side(tmp_path, monkeypat
         prune_lm.ONESHOT_NAMES["magnitude"]
     ]
     assert "not run" in rows[prune_lm.ONESHOT_NAMES["wanda"]]
-    admm = rows[prune_lm.TRAINED["admm"]].split(" | ")
+    labels = list(prune_lm.TRAINED)  # ADMM, gradual, then their long budgets
+    admm = rows[labels[0]].split(" | ")
     assert admm[1:3] == ["not run", "not run"] and admm[3] == "3.2500 (15 s)"
-    assert rows[prune_lm.TRAINED["gradual"]].split(" | ")[2] == "2.7500 (15 s)"
+    assert rows[labels[1]].split(" | ")[2] == "2.7500 (15 s)"
+    assert rows[labels[2]].split(" | ")[3] == "2.5000 (15 s)" and labels[3] not in rows
     assert (out.parent / "table.md").read_text() == table
     assert (out.parent / "sparsity_bpc.png").stat().st_size > 0

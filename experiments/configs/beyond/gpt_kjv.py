@@ -6,6 +6,8 @@
 # python -m experiments.lm --config experiments/configs/beyond/gpt_kjv.py:gradual_70 --workdir experiments/results/gpt_kjv_gradual_70
 # python -m experiments.lm --config experiments/configs/beyond/gpt_kjv.py:gradual_90 --workdir experiments/results/gpt_kjv_gradual_90
 # python -m experiments.lm --config experiments/configs/beyond/gpt_kjv.py:gradual_2of4 --workdir experiments/results/gpt_kjv_gradual_2of4
+# python -m experiments.lm --config experiments/configs/beyond/gpt_kjv.py:admm_90_long --workdir experiments/results/gpt_kjv_admm_90_long
+# python -m experiments.lm --config experiments/configs/beyond/gpt_kjv.py:gradual_90_long --workdir experiments/results/gpt_kjv_gradual_90_long
 """The byte-level GPT on the King James Bible: dense training, then ADMM on the training
 loss against gradual magnitude pruning at equal budgets.
 
@@ -22,6 +24,9 @@ Variants ``admm_S`` / ``gradual_S`` (S = 50, 70, 90 % pruned per kernel and laye
 the same optimizer and data, reaching the target either by ADMM (rho 0.05 growing
 x1.5 per iteration) or by gradual magnitude pruning (Zhu & Gupta's cubic ramp, masks
 recomputed at the start of every W-step).
+
+``admm_90_long`` / ``gradual_90_long``: the same at 90% with a budget 3.3x as long
+(``LONG``: 8 W-steps of 150 steps, 800 retraining steps).
 """
 
 from functools import partial
@@ -33,6 +38,7 @@ ADMM_ITERATIONS = 5
 ADMM_STEPS = 80
 RETRAIN_STEPS = 200
 TARGETS = {"50": 0.5, "70": 0.7, "90": 0.9, "2of4": "2:4"}
+LONG = {"admm_iterations": 8, "admm_steps": 150, "retrain_steps": 800}
 BASE_VARIANT = "admm_90"  # what the base recipe (no variant) runs after pretraining
 
 
@@ -66,12 +72,13 @@ def base() -> dict:
     }
 
 
-def _from_dense(method: str, target: float | str) -> dict:
+def _from_dense(method: str, target: float | str, **changes) -> dict:
     return {
         **base(),
         "pretrained": recipe("beyond/gpt_kjv", part="dense"),
         "sparsity": sparsity(target),
         "sparsify": method,
+        **changes,
     }
 
 
@@ -82,4 +89,6 @@ def get_config(arg: str = "") -> dict:
         for name, target in TARGETS.items()
         if f"{method}_{name}" != BASE_VARIANT
     }
+    for method in ("admm", "gradual"):
+        variants[f"{method}_90_long"] = partial(_from_dense, method, 0.9, **LONG)
     return variant(arg, {"": base, **variants})
