@@ -480,7 +480,7 @@ def validate(cfg: Any) -> None:
     try:
         admmjax.sparsity_by_path(
             abstract_params(cfg), {p: parse_target(v, p) for p, v in cfg.sparsity.items()},
-            stacked=models_lib.stacked_axes(cfg.model, **model_kwargs(cfg)) or None,
+            stacked=stacked_axes(cfg) or None,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None
@@ -537,6 +537,11 @@ def model_kwargs(cfg: Any) -> dict[str, Any]:
 def abstract_params(cfg: Any) -> Any:
     """Shapes and dtypes of ``cfg.model``'s params, as ``cfg`` builds it."""
     return models_lib.abstract_params(cfg.model, **model_kwargs(cfg))
+
+
+def stacked_axes(cfg: Any) -> dict[str, int]:
+    """``{path: axis}`` of ``cfg.model``'s stacked layers (one budget per layer)."""
+    return models_lib.stacked_axes(cfg.model, **model_kwargs(cfg))
 
 
 def on_pretrained(cfg: Any, params: Any) -> Any:

@@ -2,7 +2,8 @@
 
     python -m experiments.evaluate WORKDIR [--data-dir DIR] [--params dense|pruned]
 
-Prints one JSON object: ``test_accuracy`` (fraction), ``compression`` and ``layers``.
+Prints one JSON object: ``test_accuracy`` (fraction; a language model's
+``test_bits_per_char``), ``compression`` and ``layers``.
 """
 
 from __future__ import annotations
@@ -41,13 +42,13 @@ def load_params(workdir: str, which: str = "pruned") -> tuple[train.Config, Any]
     The restore template is the model's abstract params, so no model weights are
     initialised (cheap for AlexNet too).
     """
-    from experiments import models
+    from experiments import config
 
     cfg = load_run(workdir)
     params_dir = os.path.join(workdir, which)
     if not os.path.isdir(params_dir):
         raise ValueError(f"{params_dir} does not exist; has the run finished?")
-    like = models.abstract_params(cfg.model)
+    like = config.abstract_params(cfg)  # the model as the run built it (the GPT's sizes)
     return cfg, load_pytree(params_dir, like)
 
 
@@ -66,8 +67,8 @@ def evaluate_workdir(
         "model": cfg.model,
         "dataset": cfg.dataset,
         "params": which,
-        "test_accuracy": pipe.evaluate(params),
-        "test_examples": pipe.source.num_test,
+        f"test_{pipe.metric}": pipe.evaluate(params),
+        "test_examples": pipe.source.num_test,  # images, or the text's predicted bytes
         "compression": report.compression,
         "layers": report.to_dict()["layers"],
     }

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from experiments import evaluate, train
+from experiments import config, evaluate, train
 from experiments.analysis.storage import markdown, storage
 from experiments.kernels import configure_cpu
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg, params = evaluate.load_params(args.workdir)
     except ValueError as err:
         parser.error(str(err))
-    targets = train.sparsity_targets(params, cfg.sparsity)
+    targets = train.sparsity_targets(params, cfg.sparsity, config.stacked_axes(cfg))
     result = storage(params, targets)
     with open(os.path.join(args.workdir, "storage.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -173,7 +173,7 @@ class Pipeline:
         # The options the model declares go to its constructor (AlexNet's class default
         # dropout 0.5 would otherwise survive dropout=0).
         model = models_lib.create_model(cfg.model, seed=cfg.seed, **config.model_kwargs(cfg))
-        self.stacked = models_lib.stacked_axes(cfg.model, **config.model_kwargs(cfg))
+        self.stacked = config.stacked_axes(cfg)
         _, self.init_params, self.apply_fn = models_lib.functional(model)
         self.targets = self.sparsity_targets(cfg.sparsity)
         self.key = jax.random.key(cfg.seed)

@@ -212,13 +212,14 @@ def _worker(workdir: Path, kill_at: str | None) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_killed_gradual_run_resumes_to_the_same_model(tmp_path):
-    """SIGKILL in pretraining, in the middle of gradual pruning (its masks live in the
-    optimizer state) and before an output; each restart ends bit-identical."""
+    """SIGKILL in the middle of gradual pruning (its masks live in the optimizer state)
+    while a checkpoint is being written, and before an output; the restart ends
+    bit-identical. (The LeNet chain of test_fault_injection walks every kill point.)"""
     reference = _worker(tmp_path / "reference", None)
     assert reference.returncode == 0, reference.stderr[-3000:]
     workdir = tmp_path / "killed"
     # Saves every 2 steps: pretrain's saves 1-2, admm's 3-6 (W-steps of 2), then outputs.
-    for kill_at in ("committed:1", "save:4", "mid-write:2", "output:3"):
+    for kill_at in ("mid-write:4", "output:3"):
         killed = _worker(workdir, kill_at)
         assert killed.returncode == -9, (kill_at, killed.stderr[-3000:])
     final = _worker(workdir, None)

@@ -92,6 +92,15 @@ def test_paper_models_re_evaluate_to_their_summary_accuracy(run, mnist_dir):
     assert out["compression"] == pytest.approx(summary["compression"])
 
 
+@pytest.mark.data
+def test_committed_gpt_re_evaluates_to_its_summary_bits_per_char():
+    workdir = REPO / "experiments" / "results" / "gpt_kjv"
+    summary = json.loads((workdir / "summary.json").read_text())
+    out = evaluate.evaluate_workdir(str(workdir))
+    assert out["test_bits_per_char"] == pytest.approx(summary["pruned_bits_per_char"], abs=1e-9)
+    assert out["compression"] == pytest.approx(summary["compression"])
+
+
 def test_single_run_commands_match_their_committed_workdirs():
     """Each shipped experiments.mnist command whose workdir is committed is the same run
     (the workdir's saved config, paths included, equals the spec's): rerunning it resumes."""
