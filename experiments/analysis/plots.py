@@ -82,19 +82,30 @@ def method_lines(
     rows: dict[str, dict[str, float]], columns: list[str], dense: float, path: str,
     ylabel: str = "test bits per character",
 ) -> None:  # fmt: skip
-    """One line per method over the categorical ``columns`` (e.g. sparsities and "2:4"),
-    ``rows[method][column]`` the value (missing ones left out), ``dense`` dashed."""
+    """One line per method over the sparsity ``columns`` that end in ``%``, and separate
+    markers (same colour) for the other columns (e.g. ``"2:4"``); ``rows[method][column]``
+    the value (missing ones left out), ``dense`` dashed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    xs = range(len(columns))
     for method, values in rows.items():
-        pts = [(i, values[c]) for i, c in enumerate(columns) if values.get(c) is not None]
-        if pts:
-            ax.plot([i for i, _ in pts], [v for _, v in pts], marker="o", label=method)
+        pts = [(i, values.get(c)) for i, c in enumerate(columns)]
+        line = [
+            (i, v)
+            for (i, v), c in zip(pts, columns, strict=True)
+            if v is not None and c.endswith("%")
+        ]
+        other = [
+            (i, v)
+            for (i, v), c in zip(pts, columns, strict=True)
+            if v is not None and not c.endswith("%")
+        ]
+        (handle,) = ax.plot([i for i, _ in line], [v for _, v in line], marker="o", label=method)
+        if other:
+            ax.plot([i for i, _ in other], [v for _, v in other], marker="s", linestyle="none",
+                    color=handle.get_color())  # fmt: skip
     ax.axhline(dense, color="gray", linestyle="--", linewidth=1, label="dense")
-    ax.set_xticks(list(xs), columns)
+    ax.set_xticks(list(range(len(columns))), columns)
     ax.set_xlabel("sparsity of every attention and MLP kernel")
     ax.set_ylabel(ylabel)
-    ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
