@@ -38,3 +38,10 @@ def test_readme_option_table_is_the_schemas():
     flags = [max(a.option_strings, key=len) for a in parser._actions if a.option_strings]
     missing = [f for f in flags if f != "--help" and f"| `{f}` |" not in README]
     assert not missing, f"README's CLI table lacks {missing}"
+
+
+def test_readme_gpt_table_is_the_committed_report():
+    """The README's GPT table is experiments/results/oneshot_lm/table.md, as
+    ``python -m experiments.prune_lm --report`` wrote it."""
+    table = (REPO / "experiments" / "results" / "oneshot_lm" / "table.md").read_text()
+    assert table.strip() in README
