@@ -261,11 +261,24 @@ class Checkpointer:
         self._manager.close()
 
 
+# Orbax's commit marker; it names the directory it was written to.
+_COMMIT_MARKER = "commit_success.txt"
+
+
 def save_pytree(path: str | os.PathLike, tree: PyTree) -> None:
-    """Writes one pytree (e.g. the final pruned params) to ``path`` synchronously."""
-    path = os.path.abspath(os.fspath(path))
+    """Writes one pytree (e.g. the final pruned params) to ``path`` synchronously.
+
+    Orbax's commit marker names the directory as ``path`` was given (relative stays
+    relative), so a checkpoint committed to a repository holds no machine path.
+    """
+    given = os.fspath(path)
+    full = os.path.abspath(given)
     with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(path, tree, force=True)
+        ckpt.save(full, tree, force=True)
+    marker = os.path.join(full, _COMMIT_MARKER)
+    if os.path.isfile(marker):
+        with open(marker, "w") as f:
+            f.write(f"Checkpoint commit was successful to {given}")
 
 
 def load_pytree(path: str | os.PathLike, like: PyTree | None = None) -> PyTree:

@@ -537,7 +537,7 @@ def _run_locked(cfg: Config, workdir: str, log: Callable[[str], None]) -> dict[s
             meta["histograms"]["retrained"] = histogram(params, pipe.targets)
             log(f"retrained: test {pipe.metric} {meta['accuracy']['pruned']:.4f}")
             fault_point("output")
-            save_pytree(os.path.join(pipe.workdir, "pruned"), params)
+            save_pytree(shown_path(os.path.join(pipe.workdir, "pruned")), params)
             meta.update(stage="done", step=0)
         save({"params": params, "opt_state": opt_state, "admm": admm_state}, meta, stage)
     ckpt.close()
@@ -567,7 +567,7 @@ def _finish_pretrain(pipe: Pipeline, params: Any, meta: dict[str, Any]) -> dict[
     meta["histograms"]["pretrained"] = histogram(params, pipe.targets)
     pipe.log(f"dense model: test {pipe.metric} {meta['accuracy']['dense']:.4f}")
     fault_point("output")
-    save_pytree(os.path.join(pipe.workdir, "dense"), params)
+    save_pytree(shown_path(os.path.join(pipe.workdir, "dense")), params)
     meta.update(stage="admm", step=0)
     return meta
 

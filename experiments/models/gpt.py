@@ -211,15 +211,22 @@ def _default(name: str) -> Any:
 
 
 GPT.options = {
-    "layers": schema.Option(int, _default("layers"), "GPT: blocks", rule=schema.POSITIVE),
-    "heads": schema.Option(int, _default("heads"), "GPT: attention heads", rule=schema.POSITIVE),
-    "embed": schema.Option(int, _default("embed"), "GPT: width", rule=schema.POSITIVE),
+    "layers": schema.Option(
+        int, _default("layers"), "GPT: blocks, a count", rule=schema.POSITIVE
+    ),
+    "heads": schema.Option(
+        int, _default("heads"), "GPT: attention heads, a count", rule=schema.POSITIVE
+    ),
+    "embed": schema.Option(
+        int, _default("embed"), "GPT: width (features per byte), a count", rule=schema.POSITIVE
+    ),
     "context": schema.Option(
         int, _default("context"), "GPT: context, in bytes (the training windows' length)",
         rule=schema.POSITIVE,
     ),
     "mlp_ratio": schema.Option(
-        int, _default("mlp_ratio"), "GPT: MLP hidden width over the width", rule=schema.POSITIVE
+        int, _default("mlp_ratio"), "GPT: MLP hidden width over the width, an integer",
+        rule=schema.POSITIVE,
     ),
     "tie_embedding": schema.Option(
         bool, _default("tie_embedding"), "GPT: logits by the token embedding, true or false"

@@ -24,6 +24,7 @@ UNITS = (
     "in optimizer steps",
     "in images",
     "in pixels",
+    "in bytes",
     "in entries",
     "a count",
     "an integer",
@@ -163,7 +164,7 @@ CONFIGS = {
     ),
     "unknown model": (
         "def get_config():\n    return {'model': 'vgg', 'sparsity': {'fc1/kernel': 0.9}}\n",
-        "model must be one of 'alexnet', 'lenet300_100', 'lenet5', got 'vgg'",
+        "model must be one of 'alexnet', 'gpt', 'lenet300_100', 'lenet5', got 'vgg'",
     ),
 }
 

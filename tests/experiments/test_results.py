@@ -97,7 +97,8 @@ def test_committed_gpt_re_evaluates_to_its_summary_bits_per_char():
     workdir = REPO / "experiments" / "results" / "gpt_kjv"
     summary = json.loads((workdir / "summary.json").read_text())
     out = evaluate.evaluate_workdir(str(workdir))
-    assert out["test_bits_per_char"] == pytest.approx(summary["pruned_bits_per_char"], abs=1e-9)
+    # The run used one device, the tests four: the sums differ in the last float32 bits.
+    assert out["test_bits_per_char"] == pytest.approx(summary["pruned_bits_per_char"], rel=1e-6)
     assert out["compression"] == pytest.approx(summary["compression"])
 
 
