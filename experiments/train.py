@@ -78,11 +78,16 @@ def sparsity_targets(
     )
 
 
+def gradual_ramp(update: int, updates: int) -> float:
+    """The share of the target at mask update ``update`` (1-based) of ``updates``:
+    ``1 - (1 - update / updates)^3`` (Zhu & Gupta 2017's cubic ramp, 1 at the last)."""
+    return 1.0 - (1.0 - min(update, updates) / updates) ** 3
+
+
 def gradual_sparsity(sparsity: dict[str, float | str], update: int, updates: int) -> dict:
-    """``sparsity`` at mask update ``update`` (1-based) of ``updates`` in gradual magnitude
-    pruning: fractions ``s (1 - (1 - update / updates)^3)`` (Zhu & Gupta 2017's cubic
-    ramp, the full target at the last update), constraint specs unchanged."""
-    ramp = 1.0 - (1.0 - min(update, updates) / updates) ** 3
+    """``sparsity`` at mask update ``update`` of ``updates`` in gradual magnitude pruning:
+    fractions times :func:`gradual_ramp`, constraint specs unchanged."""
+    ramp = gradual_ramp(update, updates)
     return {p: v if isinstance(v, str) else v * ramp for p, v in sparsity.items()}
 
 
@@ -716,10 +721,9 @@ def _admm_record(pipe, params, admm_state, info, iteration) -> dict[str, Any]:
 
 def _gradual_record(pipe: Pipeline, params: Any, iteration: int) -> dict[str, Any]:
     """After W-step ``iteration`` of gradual magnitude pruning: its ramp and metric."""
-    updates = pipe.cfg.admm_iterations
     return {
         "iteration": iteration,
-        "ramp": 1.0 - (1.0 - iteration / updates) ** 3,
+        "ramp": gradual_ramp(iteration, pipe.cfg.admm_iterations),
         "primal": {},  # no ADMM variables: the plots show no residuals
         "dual": {},
         pipe.metric: pipe.evaluate(params),

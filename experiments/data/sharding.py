@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["check_shard"]
+__all__ = ["check_shard", "shard_rows"]
 
 
 def check_shard(batch_size: int, shard_index: int, num_shards: int) -> int:
@@ -17,3 +17,9 @@ def check_shard(batch_size: int, shard_index: int, num_shards: int) -> int:
             f"batch_size {batch_size} must be a positive multiple of num_shards {num_shards}"
         )
     return batch_size // num_shards
+
+
+def shard_rows(batch_size: int, shard_index: int, num_shards: int) -> slice:
+    """The rows of a global batch that shard ``shard_index`` reads (:func:`check_shard`)."""
+    per_shard = check_shard(batch_size, shard_index, num_shards)
+    return slice(shard_index * per_shard, (shard_index + 1) * per_shard)

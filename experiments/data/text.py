@@ -53,7 +53,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from experiments.data.sharding import check_shard
+from experiments.data.sharding import shard_rows
 
 __all__ = [
     "KJV_FILE",
@@ -350,24 +350,22 @@ class TextSource:
         shard_index: int = 0, num_shards: int = 1,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
         """This shard's rows of the ``(x, y)`` batches of ``epoch`` from ``start_step`` on."""
-        per_shard = check_shard(batch_size, shard_index, num_shards)
-        lo, hi = shard_index * per_shard, (shard_index + 1) * per_shard
+        rows = shard_rows(batch_size, shard_index, num_shards)
         steps = self.num_train // batch_size
         if not 0 <= start_step <= steps:
             raise ValueError(f"start_step {start_step} outside [0, {steps}]")
         for step in range(start_step, steps):
             windows = sample_batch(
                 self.train, batch_size, self.context, seed=seed, step=epoch * steps + step
-            )[lo:hi]
+            )[rows]
             yield windows[:, :-1], windows[:, 1:]
 
     def _eval(
         self, tokens: np.ndarray, batch_size: int, shard_index: int, num_shards: int
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        per_shard = check_shard(batch_size, shard_index, num_shards)
-        lo, hi = shard_index * per_shard, (shard_index + 1) * per_shard
+        rows = shard_rows(batch_size, shard_index, num_shards)
         for x, y, weight in iterate_eval(tokens, batch_size, self.context):
-            yield x[lo:hi], y[lo:hi], weight[lo:hi]
+            yield x[rows], y[rows], weight[rows]
 
     def eval_batches(
         self, batch_size: int, *, shard_index: int = 0, num_shards: int = 1

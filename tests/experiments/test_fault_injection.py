@@ -23,15 +23,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import _fault_worker  # tests/experiments/, on sys.path as the test's own folder
 import jax
 import numpy as np
 import pytest
+from _killable import run_worker
 
-from admmjax.checkpoint import KILL_AT_ENV, Checkpointer, load_pytree
+from admmjax.checkpoint import Checkpointer, load_pytree
 from experiments import models
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,13 +47,7 @@ STAGES = ("pretrain", "admm", "retrain", "done")
 
 
 def _run(workdir: Path, env: dict[str, str], kill_at: str | None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in env.items() if k != KILL_AT_ENV}
-    if kill_at:
-        env[KILL_AT_ENV] = kill_at
-    return subprocess.run(
-        [sys.executable, str(WORKER), str(workdir)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    return run_worker(WORKER, workdir, env, kill_at, timeout=900)
 
 
 def _newest(workdir: Path) -> tuple[str, int]:

@@ -8,15 +8,16 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+import _lm_worker  # tests/experiments/, on sys.path as the test's own folder
 import jax
 import numpy as np
 import pytest
+from _killable import run_worker
 
 import admmjax
-from admmjax.checkpoint import KILL_AT_ENV, load_pytree
+from admmjax.checkpoint import load_pytree
 from experiments import config, lm, models, train
 from experiments.data import text
 from experiments.schema import ConfigError
@@ -25,8 +26,6 @@ pytestmark = pytest.mark.data  # the real KJV text
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("_lm_worker.py")
-sys.path.insert(0, str(WORKER.parent))
-import _lm_worker  # noqa: E402  (tests/experiments/, the worker's config)
 
 TINY = _lm_worker.CONFIG
 KERNELS = ("attention/query", "attention/key", "attention/value", "attention/out",
@@ -201,13 +200,7 @@ def test_same_seed_same_model(tmp_path):
 
 
 def _worker(workdir: Path, kill_at: str | None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != KILL_AT_ENV}
-    if kill_at:
-        env[KILL_AT_ENV] = kill_at
-    return subprocess.run(
-        [sys.executable, str(WORKER), str(workdir)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    return run_worker(WORKER, workdir, os.environ, kill_at, timeout=600)
 
 
 @pytest.mark.slow
