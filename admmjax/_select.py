@@ -17,12 +17,15 @@ of ``|x|`` in the leaf's own dtype (:func:`magnitude_keys`):
 
 The ``k``-th largest key ``T`` is found per platform:
 
-* CPU: a radix select without sorting, 16 bits at a time from the most significant:
+* CPU, leaves of at least :data:`RADIX_MIN_SIZE` (32,768) entries: a radix select
+  without sorting, 16 bits at a time from the most significant:
   a histogram of the top 16 bits finds the bucket holding the ``k``-th key, a
   histogram of the next 16 bits inside that bucket narrows it, and so on until ``T``
   is exact (two passes for 32-bit keys, four for 64-bit ones). Each pass is an
   ``O(n)`` scatter-add into 65,536 bins (32-43x faster than ``lax.top_k`` at 37.7M
-  entries on a 2-core CPU).
+  entries on a 2-core CPU). Smaller leaves are sorted: the radix select's fixed cost
+  (its 65,536-bin histograms, about 2.5 ms, and twice a sort's compile time) is more
+  than a sort of a few thousand keys.
 * GPU and TPU: a sort of the keys, ``T = sort(keys)[n - k]``. The radix select's
   scatter-adds serialise on atomics there (all keys of a layer share a few exponent
   buckets): on an H200 it measured 18x slower than the sort at 37.7M entries.
@@ -48,6 +51,8 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 _BINS = 1 << 16
+#: Leaves with fewer entries are sorted on CPU too (see the module docstring).
+RADIX_MIN_SIZE = 1 << 15
 
 
 def magnitude_keys(x: jax.Array) -> jax.Array:
@@ -87,10 +92,13 @@ def _suffix_counts(hist: jax.Array) -> jax.Array:
 def kth_largest_key(keys: jax.Array, k: jax.Array | int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The ``k``-th largest key ``T``, the count of keys ``> T`` and of keys ``== T``.
 
-    ``k`` must be in ``[1, keys.size]`` (it may be traced). The radix select on CPU,
-    a sort on other platforms (see the module docstring); the results are identical.
+    ``k`` must be in ``[1, keys.size]`` (it may be traced). The radix select on CPU
+    for :data:`RADIX_MIN_SIZE` keys or more, otherwise a sort (see the module
+    docstring); the results are identical.
     """
     k = jnp.asarray(k, jnp.int32)
+    if keys.shape[0] < RADIX_MIN_SIZE:
+        return kth_largest_key_sort(keys, k)
     return lax.platform_dependent(keys, k, cpu=kth_largest_key_radix, default=kth_largest_key_sort)
 
 
@@ -175,7 +183,7 @@ def _check_method(method: str) -> None:
 def keep_mask_from_keys(keys: jax.Array, k: jax.Array | int, method: str = "auto") -> jax.Array:
     """Boolean mask (flat) of exactly ``min(k, n)`` largest keys, ties to low index.
 
-    ``method``: ``"auto"`` (radix select on CPU, sort elsewhere), ``"radix"`` or
+    ``method``: ``"auto"`` (radix select on CPU for large leaves, sort otherwise), ``"radix"`` or
     ``"sort"``; all three give the same mask. Jitted (``k`` traced) so eager calls
     (``init``, ``prune``, ``project`` outside ``jit``) compile once per leaf shape
     instead of re-tracing the ``lax.cond`` per call.
@@ -206,8 +214,9 @@ def keep_mask(x: jax.Array, k: jax.Array | int, method: str = "auto") -> jax.Arr
     """Mask with ``x``'s shape keeping exactly ``k`` largest ``|x|`` (index tie-break).
 
     ``method`` picks how the ``k``-th largest magnitude is found: ``"auto"`` (the
-    default: radix select on CPU, a sort on GPU/TPU, whichever backend the
-    computation is compiled for), ``"radix"`` or ``"sort"``. The mask is the same.
+    default: radix select on CPU for leaves of :data:`RADIX_MIN_SIZE` entries or
+    more, a sort for smaller ones and on GPU/TPU, whichever backend the computation is
+    compiled for), ``"radix"`` or ``"sort"``. The mask is the same.
     """
     return keep_mask_from_keys(magnitude_keys(x), k, method=method).reshape(jnp.shape(x))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -52,7 +53,10 @@ def test_matches_manual_loop_bit_for_bit():
     assert int(got.admm.count) == len(batches) // EVERY
     for x, y in zip(jax.tree.leaves((p, got.admm)), jax.tree.leaves((q, a)), strict=True):
         assert jnp.array_equal(x, y)
-    assert jnp.array_equal(got.info.primal_total, info.primal_total)
+    # The residuals are norms of bit-identical arrays, but inside the step XLA may fuse
+    # and order their sums differently from a separate `update` (the last float bit).
+    for x, y in zip(jax.tree.leaves(got.info), jax.tree.leaves(info), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6)
 
 
 def test_float32_state_for_bf16_params():

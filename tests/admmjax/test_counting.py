@@ -63,12 +63,19 @@ def test_init_jit_update_prune_and_target_counts_agree(s, n):
     assert _nnz(state.z["w"]) == k
     # The pipeline's way: targets as jit arguments, fractions as host-counted Keep.
     assert _nnz(_jit_update(state, params, keep_targets).z["w"]) == k
-    # Concrete fractions closed over inside jit stay concrete.
-    closed = jax.jit(lambda st_, p: admmjax.update(st_, p, targets)[0])(state, params)
-    assert _nnz(closed.z["w"]) == k
     assert int(admmjax.prune(params, targets)[1]["w"].sum()) == k
     # A fraction traced as a jit argument follows the documented float32 rule.
     assert _nnz(_jit_update(state, params, targets).z["w"]) == _traced_formula(s, n)
+
+
+@pytest.mark.parametrize("s, n", [(0.29, 100), (0.53, 100), (0.502, 500), (0.8, 777)])
+def test_concrete_fractions_closed_over_inside_jit_stay_concrete(s, n):
+    # One compilation per fraction (it is a constant of the computation), so a few
+    # values, among them the pairs where the float32 rule would differ.
+    params, targets = {"w": _leaf(n)}, {"w": s}
+    state = admmjax.init(params, targets)
+    closed = jax.jit(lambda st_, p: admmjax.update(st_, p, targets)[0])(state, params)
+    assert _nnz(closed.z["w"]) == _formula(s, n)
 
 
 def test_named_pairs_and_their_float32_disagreement():
@@ -168,12 +175,31 @@ def _ref_mask(values, k: int) -> np.ndarray:
     return out
 
 
+_RADIX_WIDTH = 64  # every drawn list fits; one radix compilation per dtype
+
+
+@jax.jit
+def _radix_mask(x: jax.Array, k: jax.Array) -> jax.Array:
+    return admmjax.keep_mask(x, k, method="radix")
+
+
+@jax.jit
+def _project_keep(x: jax.Array, k: jax.Array) -> jax.Array:
+    return admmjax.project({"w": x}, {"w": admmjax.Keep(k)})["w"]
+
+
 def _check_cardinality(x: jax.Array, values: list, k: int) -> None:
     want = _ref_mask(values, k)
     _, masks = admmjax.prune({"w": x}, {"w": admmjax.Keep(k)})
     np.testing.assert_array_equal(np.asarray(masks["w"]), want)
-    jitted = jax.jit(lambda x, k: admmjax.project({"w": x}, {"w": admmjax.Keep(k)})["w"])(x, k)
+    jitted = _project_keep(x, k)
     np.testing.assert_array_equal(np.asarray(jitted) != 0, want & (np.asarray(values) != 0))
+    # Small leaves are sorted on CPU; the radix select ranks them alike. Zeros appended
+    # rank after every entry (lowest magnitude, highest index): the top k stay the same.
+    padded = jnp.concatenate([x, jnp.zeros(_RADIX_WIDTH - x.size, x.dtype)])
+    radix = _radix_mask(padded, jnp.int32(k))
+    np.testing.assert_array_equal(np.asarray(radix[: x.size]), want)
+    assert not bool(radix[x.size :].any())
 
 
 def test_int32_keeps_the_larger_of_values_float32_merges():

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import admmjax
 from admmjax._select import (
+    RADIX_MIN_SIZE,
     kth_largest_key,
     kth_largest_key_radix,
     kth_largest_key_sort,
@@ -98,12 +99,18 @@ def test_radix_and_sort_thresholds_agree(x, data):
 def test_auto_method_is_chosen_per_platform(platform, has_sort, has_scatter):
     # Lowered for each backend from this CPU-only machine: the radix select's
     # scatter-adds on CPU only; GPUs and TPUs get the sort (faster there).
-    exported = jax.export.export(jax.jit(admmjax.keep_mask), platforms=[platform])(
-        jnp.ones((1000,), jnp.float32), 10
-    )
-    text = exported.mlir_module()
+    def lowered(size: int) -> str:
+        exported = jax.export.export(jax.jit(admmjax.keep_mask), platforms=[platform])(
+            jnp.ones((size,), jnp.float32), 10
+        )
+        return exported.mlir_module()
+
+    text = lowered(RADIX_MIN_SIZE)
     assert ("stablehlo.sort" in text) == has_sort
     assert ("stablehlo.scatter" in text) == has_scatter
+    # Below RADIX_MIN_SIZE every platform sorts (cheaper than the 65,536-bin histograms).
+    small = lowered(RADIX_MIN_SIZE - 1)
+    assert "stablehlo.sort" in small and "stablehlo.scatter" not in small
 
 
 def test_unknown_method_is_refused():

@@ -8,6 +8,8 @@
 # python -m experiments.lm --config experiments/configs/beyond/gpt_kjv.py:gradual_2of4 --workdir experiments/results/gpt_kjv_gradual_2of4
 # python -m experiments.lm --config experiments/configs/beyond/gpt_kjv.py:admm_90_long --workdir experiments/results/gpt_kjv_admm_90_long
 # python -m experiments.lm --config experiments/configs/beyond/gpt_kjv.py:gradual_90_long --workdir experiments/results/gpt_kjv_gradual_90_long
+# python -m experiments.lm --config experiments/configs/beyond/gpt_kjv.py:admm_90_xl --workdir experiments/results/gpt_kjv_admm_90_xl
+# python -m experiments.lm --config experiments/configs/beyond/gpt_kjv.py:gradual_90_xl --workdir experiments/results/gpt_kjv_gradual_90_xl
 """The byte-level GPT on the King James Bible: dense training, then ADMM on the training
 loss against gradual magnitude pruning at equal budgets.
 
@@ -26,7 +28,9 @@ x1.5 per iteration) or by gradual magnitude pruning (Zhu & Gupta's cubic ramp, m
 recomputed at the start of every W-step).
 
 ``admm_90_long`` / ``gradual_90_long``: the same at 90% with a budget 3.3x as long
-(``LONG``: 8 W-steps of 150 steps, 800 retraining steps).
+(``LONG``: 8 W-steps of 150 steps, 800 retraining steps); ``admm_90_xl`` /
+``gradual_90_xl`` at 6.7x (``XL``: 10 W-steps of 200 steps and 2,000 retraining steps,
+both at the pretraining's peak learning rate 1e-3).
 """
 
 from functools import partial
@@ -39,6 +43,8 @@ ADMM_STEPS = 80
 RETRAIN_STEPS = 200
 TARGETS = {"50": 0.5, "70": 0.7, "90": 0.9, "2of4": "2:4"}
 LONG = {"admm_iterations": 8, "admm_steps": 150, "retrain_steps": 800}
+XL = {"admm_iterations": 10, "admm_steps": 200, "admm_lr": 1e-3, "retrain_steps": 2000,
+      "retrain_lr": 1e-3}
 BASE_VARIANT = "admm_90"  # what the base recipe (no variant) runs after pretraining
 
 
@@ -91,4 +97,5 @@ def get_config(arg: str = "") -> dict:
     }
     for method in ("admm", "gradual"):
         variants[f"{method}_90_long"] = partial(_from_dense, method, 0.9, **LONG)
+        variants[f"{method}_90_xl"] = partial(_from_dense, method, 0.9, **XL)
     return variant(arg, {"": base, **variants})
