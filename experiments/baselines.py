@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -47,9 +46,17 @@ import jax
 import optax
 
 import admmjax
-from experiments import train
+from experiments import config, train
 from experiments import workdir as workdir_lib
 from experiments.kernels import configure_cpu
+from experiments.schema import (
+    POSITIVE,
+    Option,
+    Range,
+    check_value,
+    field,
+    options_of,
+)
 
 METHODS = ("admm", "one_shot", "iterative", "gradual")
 CONFIGS = {
@@ -63,26 +70,43 @@ DENSE = {
 OUT = "experiments/results/baselines"
 
 
+# fmt: off
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """What every method may spend after the shared dense model."""
+    """What every method may spend after the shared dense model (each field's type,
+    default, rule and help are its :class:`~experiments.schema.Option`)."""
 
-    epochs: float = 20.0  # training epochs per method and compression
-    admm_fraction: float = 0.5  # ADMM: share of the epochs in W-steps (the rest retrains)
-    admm_iterations: int = 10  # ADMM: Z/U updates in that share
-    rounds: int = 4  # iterative: prune/retrain rounds
-    gradual_fraction: float = 0.5  # gradual: share of the epochs over which sparsity ramps
-    gradual_every: int = 100  # gradual: steps between mask updates
+    epochs: float = field(Option(
+        float, 20.0, "training epochs per method and compression", rule=POSITIVE,
+    ))
+    admm_fraction: float = field(Option(
+        float, 0.5, "ADMM: share of the epochs in W-steps (the rest retrains)",
+        rule=Range(0, 1, low_open=True, high_open=True),
+    ))
+    admm_iterations: int = field(Option(
+        int, 10, "ADMM: Z/U updates in the W-step share of the budget, a count",
+        rule=Range(1),
+    ))
+    rounds: int = field(Option(
+        int, 4, "iterative pruning: prune/retrain rounds, a count", rule=Range(1),
+    ))
+    gradual_fraction: float = field(Option(
+        float, 0.5, "gradual: share of the epochs over which the sparsity ramps",
+        rule=Range(0, 1, low_open=True, high_open=True),
+    ))
+    gradual_every: int = field(Option(
+        int, 100, "gradual: optimizer steps between mask updates", rule=Range(1),
+    ))
+    # fmt: on
 
     def validate(self) -> None:
-        if not (self.epochs > 0 and math.isfinite(self.epochs)):
-            raise ValueError(f"epochs must be a finite number > 0, got {self.epochs}")
-        for name in ("admm_fraction", "gradual_fraction"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
-        for name in ("admm_iterations", "rounds", "gradual_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)}")
+        """Every field against its option: ConfigError naming the value and the rule."""
+        for name, option in options_of(type(self)).items():
+            check_value(name, option, getattr(self, name))
+
+
+#: The budget options the command line sets (the others keep their defaults).
+CLI_BUDGET = ("epochs", "admm_iterations", "rounds")
 
 
 # --------------------------------------------------------------------------- budgets
@@ -365,21 +389,9 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(METHODS),
         help=f"comma-separated subset of {','.join(METHODS)}",
     )
-    parser.add_argument(
-        "--epochs",
-        type=float,
-        default=Budget.epochs,
-        help="training epochs per method and compression",
-    )
-    parser.add_argument(
-        "--admm-iterations",
-        type=int,
-        default=Budget.admm_iterations,
-        help="ADMM Z/U updates in the W-step share of the budget",
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=Budget.rounds, help="iterative pruning: prune/retrain rounds"
-    )
+    budget_options = options_of(Budget)
+    for name in CLI_BUDGET:
+        config.add_option(parser, name, budget_options[name])
     parser.add_argument("--out", default=OUT, help="directory of the JSON, table and plot")
     parser.add_argument(
         "--workroot",
@@ -406,11 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if bad := [m for m in methods if m not in METHODS]:
         parser.error(f"unknown methods {bad}; choose from {list(METHODS)}")
-    budget = Budget(epochs=args.epochs, admm_iterations=args.admm_iterations, rounds=args.rounds)
-    try:
-        budget.validate()
-    except ValueError as err:
-        parser.error(str(err))
+    budget = Budget(**{n: getattr(args, n) for n in CLI_BUDGET if getattr(args, n) is not None})
     if not os.path.isdir(DENSE[args.model]):
         parser.error(f"the dense model {DENSE[args.model]} is missing (run the config first)")
     sweep(args.model, comps, methods, budget, args.out, args.workroot)

@@ -7,6 +7,7 @@ import pytest
 
 import admmjax
 from experiments import baselines
+from experiments.schema import ConfigError
 
 
 def test_scaled_sparsity_reaches_the_compression_with_the_base_proportions():
@@ -27,3 +28,14 @@ def test_a_layer_never_keeps_more_than_all_its_weights():
     assert (1 - out["a"]) * 10_000 + 100 == pytest.approx(10_100 / 2)
     with pytest.raises(ValueError, match="compression must be > 1"):
         baselines.scaled_sparsity(params, {"a": 0.5}, 1.0)
+
+
+def test_budget_options_are_checked_by_their_schema(capsys):
+    baselines.Budget().validate()  # the defaults hold
+    with pytest.raises(ConfigError, match=r"rounds must be an integer >= 1, got 2\.5"):
+        baselines.Budget(rounds=2.5).validate()
+    with pytest.raises(ConfigError, match=r"admm_fraction must be .*in \(0, 1\), got 1"):
+        baselines.Budget(admm_fraction=1.0).validate()
+    with pytest.raises(SystemExit):
+        baselines.main(["--model", "lenet5", "--compressions", "10", "--epochs", "0"])
+    assert "--epochs: expected a finite number > 0, got '0'" in capsys.readouterr().err
