@@ -177,22 +177,43 @@ def table(doc: dict[str, Any]) -> str:
 COLUMNS = (("50%", "0.5", "50"), ("70%", "0.7", "70"), ("90%", "0.9", "90"), ("2:4", "2:4", "2of4"))
 ONESHOT_NAMES = {"magnitude": "magnitude (one-shot)", "wanda": "Wanda", "sparsegpt": "SparseGPT",
                  "admm": "layer-wise ADMM (ours)"}  # fmt: skip
-# The training-loss rows: label -> (sparsify method, variant suffix) of the gpt_kjv recipes.
-TRAINED = {
-    "ADMM on the training loss (ours)": ("admm", ""),
-    "gradual magnitude": ("gradual", ""),
-    "ADMM on the training loss, 3.3x budget": ("admm", "_long"),
-    "gradual magnitude, 3.3x budget": ("gradual", "_long"),
-}
+# The training-loss methods (sparsify option -> row label) and the gpt_kjv recipes'
+# budgets (variant suffix -> the config's overrides of the base budget).
+TRAINED_METHODS = {"admm": "ADMM on the training loss (ours)", "gradual": "gradual magnitude"}
+BUDGETS = {"": None, "_long": "LONG", "_xl": "XL"}
 RECIPE = "beyond/gpt_kjv"
 
 
-def _trained_runs() -> dict[str, dict[str, dict[str, Any]]]:
+def budget_steps() -> dict[str, int]:
+    """Optimizer steps after the dense model (W-steps and retraining) of each budget."""
+    from experiments.configs.beyond import gpt_kjv
+
+    base = {"admm_iterations": gpt_kjv.ADMM_ITERATIONS, "admm_steps": gpt_kjv.ADMM_STEPS,
+            "retrain_steps": gpt_kjv.RETRAIN_STEPS}  # fmt: skip
+    steps = {}
+    for suffix, overrides in BUDGETS.items():
+        b = {**base, **(getattr(gpt_kjv, overrides) if overrides else {})}
+        steps[suffix] = b["admm_iterations"] * b["admm_steps"] + b["retrain_steps"]
+    return steps
+
+
+def trained_rows() -> dict[str, tuple[str, str]]:
+    """Row label -> (sparsify method, variant suffix): the base budget's rows, then each
+    longer budget's ("..., 3.3x budget")."""
+    steps = budget_steps()
+    return {
+        label + (f", {steps[suffix] / steps['']:.1f}x budget" if suffix else ""): (method, suffix)
+        for suffix in BUDGETS
+        for method, label in TRAINED_METHODS.items()
+    }
+
+
+def _trained_runs(rows: dict[str, tuple[str, str]]) -> dict[str, dict[str, dict[str, Any]]]:
     """``{row label: {target key: summary}}`` of the gpt_kjv recipes that have finished."""
     from experiments.configs.beyond import gpt_kjv
 
     found: dict[str, dict[str, dict[str, Any]]] = {}
-    for label, (method, suffix) in TRAINED.items():
+    for label, (method, suffix) in rows.items():
         for key in gpt_kjv.TARGETS:
             name = f"{method}_{key}{suffix}"
             variant_name = "" if name == gpt_kjv.BASE_VARIANT else name
@@ -209,7 +230,8 @@ def report(out: str) -> str:
 
     with open(out) as f:
         doc = json.load(f)
-    trained = _trained_runs()
+    labels = trained_rows()
+    trained = _trained_runs(labels)
     rows: dict[str, dict[str, float]] = {}
     seconds: dict[str, dict[str, float]] = {}
     for method, label in ONESHOT_NAMES.items():
@@ -218,7 +240,7 @@ def report(out: str) -> str:
             if run_:
                 rows.setdefault(label, {})[heading] = run_["test_bits_per_char"]
                 seconds.setdefault(label, {})[heading] = run_["prune_seconds"]
-    for label in TRAINED:
+    for label in labels:
         for heading, _, key in COLUMNS:
             summary = trained.get(label, {}).get(key)
             if summary:
@@ -227,10 +249,14 @@ def report(out: str) -> str:
                 seconds.setdefault(label, {})[heading] = stage["admm"] + stage["retrain"]
     headings = [c[0] for c in COLUMNS]
     dense = doc["dense"]["test_bits_per_char"]
+    steps = budget_steps()
     lines = [
         "Test bits per character (lower is better); in brackets the wall-clock of the "
         "pruning (one-shot: the whole model layer by layer; training: the sparsify and "
-        "retraining stages), seconds.",
+        "retraining stages), seconds. Training budgets, in optimizer steps after the dense "
+        f"model (W-steps and retraining): {steps['']:,}, and for the longer rows "
+        + ", ".join(f"{n:,}" for suffix, n in steps.items() if suffix)
+        + ".",
         "",
         "| method | " + " | ".join(headings) + " |",
         "|---|" + "---:|" * len(headings),

@@ -302,7 +302,7 @@ def test_report_puts_one_shot_and_training_runs_side_by_side(tmp_path, monkeypat
         prune_lm.ONESHOT_NAMES["magnitude"]
     ]
     assert "not run" in rows[prune_lm.ONESHOT_NAMES["wanda"]]
-    labels = list(prune_lm.TRAINED)  # ADMM, gradual, then their long budgets
+    labels = list(prune_lm.trained_rows())  # ADMM, gradual, then their longer budgets
     admm = rows[labels[0]].split(" | ")
     assert admm[1:3] == ["not run", "not run"] and admm[3] == "3.2500 (15 s)"
     assert rows[labels[1]].split(" | ")[2] == "2.7500 (15 s)"
