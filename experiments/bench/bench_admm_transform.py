@@ -177,7 +177,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds [default: 9]")
     parser.add_argument(
-        "--quick", action="store_true", help="CI smoke run: 2 steps, 2 rounds, one small leaf"
+        "--quick",
+        action="store_true",
+        help="CI smoke run: 2 steps, 2 rounds, one small leaf, LeNet-300-100 unless --models",
     )
     parser.add_argument(
         "--out",
@@ -193,6 +195,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shapes = STACKED_SHAPES
     if args.quick:
         args.steps, args.repeats, shapes = 2, 2, QUICK_SHAPES
+        if args.models == parser.get_default("models"):  # one model unless asked for more
+            models = models[:1]
     data_dir = args.data_dir or default_data_dir()
 
     step_rows = []
