@@ -11,10 +11,13 @@ fusions no longer pay: they run the optimizer's elementwise chains (e.g. the ADM
 penalty plus weight decay) slower than XLA's own loop fusion, and ``dot,reduce``
 (:data:`YNN_FLAG`) trains LeNet-300-100 about 1.3x and LeNet-5 about 1.05x faster
 (figures: ``experiments/bench/bench_epoch.py``, ``experiments/results/README.md``).
-So the flag depends on whether those kernels can run here (:func:`native_kernels_blocker`,
-the cheap checks: no compiler run). Gradients agree with the default kernels to a few
-1e-7 relative, but not bit for bit, and the YNNPACK results depend on the number of
-threads: a run is bit-reproducible on the same machine type with the same flags.
+``dot,reduce`` is also the choice where those kernels cannot run: with ``eltwise``
+XLA refuses some fusions of transposed operands ("unsupported layout in YNN fusion",
+seen on an AMD EPYC without AVX-512 in the one-shot pruners' batched solves), so
+:data:`YNN_FLAG_WITHOUT_NATIVE` is only an option to set by hand or to benchmark.
+Gradients agree with the default kernels to a few 1e-7 relative, but not bit for bit,
+and the YNNPACK results depend on the number of threads: a run is bit-reproducible on
+the same machine type with the same flags.
 
 Nothing here runs at import: each CLI calls :func:`experiments.kernels.configure_cpu`
 first thing, which calls :func:`enable_fast_cpu_kernels`. That only appends to
@@ -75,8 +78,8 @@ def native_kernels_blocker() -> str | None:
 
 
 def ynn_flag() -> str:
-    """:data:`YNN_FLAG` where the native kernels can run, else :data:`YNN_FLAG_WITHOUT_NATIVE`."""
-    return YNN_FLAG if native_kernels_blocker() is None else YNN_FLAG_WITHOUT_NATIVE
+    """:data:`YNN_FLAG`, with or without the native kernels (see the module docstring)."""
+    return YNN_FLAG
 
 
 def would_enable() -> bool:
