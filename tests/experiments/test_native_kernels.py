@@ -116,9 +116,9 @@ def test_opt_out_is_reported():
 
 
 @pytest.mark.parametrize("native_opt_out", ["1", "0"])
-def test_ynnpack_fusion_set_follows_the_native_kernels(native_opt_out):
-    """A fresh process picks ``dot,reduce`` where the native kernels can run, else the
-    elementwise fusions too; an ``XLA_FLAGS`` that names the option is left alone."""
+def test_ynnpack_fusion_set_is_dot_reduce_with_or_without_the_native_kernels(native_opt_out):
+    """A fresh process picks ``dot,reduce`` whether the native kernels run or not; an
+    ``XLA_FLAGS`` that names the option is left alone."""
     code = "import os, experiments.kernels as k; k.configure_cpu(); print(os.environ['XLA_FLAGS'])"
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", cpu_kernels.OPT_OUT)}
     env[cpu_kernels.NATIVE_OPT_OUT] = native_opt_out
