@@ -17,6 +17,14 @@ cache, in a fresh temporary folder unless ``JAX_COMPILATION_CACHE_DIR`` is set):
 many subprocesses (CLIs, benchmarks' quick runs, the fault-injection restarts,
 notebook kernels) compile the same training steps, and each finds them compiled.
 The cache returns the executable XLA built, so results are unchanged.
+
+XLA:CPU's backend optimisation level is 0 in the tests (``--xla_backend_optimization_level=0``
+in ``XLA_FLAGS``, inherited by the subprocesses), unless ``XLA_FLAGS`` already names
+it: most tests compile many small programs and run each a few times, so LLVM's
+optimisation passes cost more than they save (``tests/admmjax`` on 2 cores: 243 s
+at XLA's default level, 144 s at 0). Benchmarks' figures
+never come from the tests; run them on their own. To test the fully optimised
+code: ``XLA_FLAGS=--xla_backend_optimization_level=3 python -m pytest tests``.
 """
 
 from __future__ import annotations
@@ -71,7 +79,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+# Set before the backend starts (XLA reads XLA_FLAGS once); see the module docstring.
+_OPT_LEVEL_FLAG = "--xla_backend_optimization_level"
+
+
+def _quick_compiles() -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _OPT_LEVEL_FLAG not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {_OPT_LEVEL_FLAG}=0".strip()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _quick_compiles()
     _share_compilation_cache()
     targets = [
         (config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args

@@ -135,8 +135,12 @@ EXPECTED: dict[str, Callable[[dict[str, Any]], None]] = {
 
 def _env(mnist_dir: str) -> dict[str, str]:
     env = dict(os.environ, TFDS_DATA_DIR=mnist_dir, JAX_PLATFORMS="cpu")
-    # The scripts set their own device counts; don't inherit a test's forced ones.
-    env.pop("XLA_FLAGS", None)
+    # The scripts choose their own CPU kernel flags: of the tests' XLA_FLAGS keep only
+    # conftest's optimisation level (--quick figures are smoke output, not measurements).
+    flags = env.pop("XLA_FLAGS", "").split()
+    kept = [f for f in flags if f.startswith("--xla_backend_optimization_level")]
+    if kept:
+        env["XLA_FLAGS"] = " ".join(kept)
     return env
 
 
