@@ -221,6 +221,13 @@ class _PipelineOptions:
         "choices such as experiments.search's are made on it, never on the test split",
         rule=NON_NEGATIVE,
     ))
+    eval_subset: int = field(Option(
+        int, 0,
+        "evaluate on the first N examples of the test and validation splits only, in "
+        "images (0: all; a split holding fewer is used whole): quick runs and tests, "
+        "whose accuracies are then of those N",
+        rule=NON_NEGATIVE,
+    ))
     augment_shift: int = field(Option(
         int, 0, "random translations of up to N pixels while training, in pixels (0: none)",
         rule=NON_NEGATIVE,

@@ -36,6 +36,9 @@ HELP = {
     "batch_size": "global training batch, in windows of --context bytes (a multiple of the "
     "number of devices)",
     "eval_batch_size": "evaluation batch, in windows of --context bytes",
+    "eval_subset": "evaluate on the first N target bytes of the test and validation splits "
+    "only, in bytes (0: all): quick runs and tests, whose bits per character are then of "
+    "those N",
 }
 
 

@@ -403,7 +403,9 @@ def data_source(cfg: Config) -> Any:
     from experiments.data import imagenet as imagenet_data
 
     if cfg.dataset == text_data.NAME:
-        return text_data.TextSource(cfg.context, cfg.data_dir, train_subset=cfg.train_subset)
+        return text_data.TextSource(
+            cfg.context, cfg.data_dir, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset
+        )
 
     if imagenet_data.is_imagenet(cfg.dataset):
         if cfg.validation_size:
@@ -412,11 +414,11 @@ def data_source(cfg: Config) -> Any:
                 "in-memory (MNIST-like) datasets only, not for ImageNet"
             )
         return imagenet_data.ImageNetSource(
-            cfg.dataset, cfg.data_dir, train_subset=cfg.train_subset
+            cfg.dataset, cfg.data_dir, train_subset=cfg.train_subset, eval_subset=cfg.eval_subset
         )
     return data_lib.ArraySource(
         cfg.dataset, cfg.data_dir, train_subset=cfg.train_subset,
-        validation_size=cfg.validation_size,
+        validation_size=cfg.validation_size, eval_subset=cfg.eval_subset,
     )  # fmt: skip
 
 
@@ -842,6 +844,9 @@ def summary_markdown(summary: dict[str, Any], report: admmjax.SparsityReport) ->
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in summary["stage_seconds"].items())
     top5 = "pruned_top5" in summary
     label = "test accuracy" if metric == "accuracy" else "test bits per character"
+    subset = summary.get("config", {}).get("eval_subset")
+    if subset:  # a quick run's figures are of the first examples only: say so
+        label += f" (first {subset:,} examples)"
     head = f"| | {label} | top-5 |\n|---|---:|---:|\n" if top5 else (
         f"| | {label} |\n|---|---:|\n"
     )  # fmt: skip

@@ -18,7 +18,7 @@ a change in the machine's load hits all of them alike; ratios are against the fi
 configuration (XLA's default kernels, one device, batch 128).
 
     python experiments/bench/bench_epoch.py            # LeNet-5 and LeNet-300-100, all configs
-    python experiments/bench/bench_epoch.py --quick    # CI smoke run, a few steps each
+    python experiments/bench/bench_epoch.py --quick    # CI smoke run: LeNet-5, a few steps each
 
 Writes ``experiments/results/bench/epoch_<platform>.json`` (``--quick``:
 ``epoch_<platform>_quick.json``).
@@ -210,7 +210,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=120, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps (compilation)")
     parser.add_argument("--rounds", type=int, default=3, help="round-robin repetitions")
-    parser.add_argument("--quick", action="store_true", help="CI smoke run: 2 configs, 8 steps")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI smoke run: 2 configs, 8 steps, LeNet-5 (the model of the native kernels) "
+        "unless --models",
+    )
     parser.add_argument("--out", default=None, help="JSON path (default: results/bench/)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -220,6 +225,8 @@ def main(argv: list[str] | None = None) -> dict:
     configs = [c.strip() for c in args.configs.split(";") if c.strip()]
     if args.quick:
         configs, args.steps, args.warmup, args.rounds = list(QUICK_CONFIGS), 8, 2, 1
+        if args.models == parser.get_default("models"):  # one model unless asked for more
+            args.models = "lenet5"
         if not native_kernels.available():
             print(f"native kernels unavailable ({native_kernels.unavailable_reason()})")
             configs = [QUICK_FALLBACK if c == OURS else c for c in configs]

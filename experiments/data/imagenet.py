@@ -151,8 +151,9 @@ class ImageNetSource:
 
     ``name`` is ``imagenet2012`` or ``imagenet2012:VERSION``; ``data_dir`` the TFDS data
     dir (default ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``). ``train_subset``
-    keeps the first N training records. Batches are uint8 (B, crop, crop, 3) images
-    and int32 labels; see the module docstring for the preprocessing and determinism.
+    keeps the first N training records, ``eval_subset`` the first N evaluation records.
+    Batches are uint8 (B, crop, crop, 3) images and int32 labels; see the module
+    docstring for the preprocessing and determinism.
     """
 
     top5 = True  # the pipeline reports top-5 accuracy next to top-1
@@ -165,6 +166,7 @@ class ImageNetSource:
         train_split: str = "train",
         eval_split: str = "validation",
         train_subset: int = 0,
+        eval_subset: int = 0,
         crop: int = CROP,
         resize: int = RESIZE,
         workers: int | None = None,
@@ -172,10 +174,10 @@ class ImageNetSource:
     ):
         if not is_imagenet(name):
             raise ValueError(f"ImageNetSource reads {NAME}[:VERSION], got {name!r}")
-        if train_subset < 0 or prefetch < 1 or crop > resize:
+        if train_subset < 0 or eval_subset < 0 or prefetch < 1 or crop > resize:
             raise ValueError(
-                f"need train_subset >= 0, prefetch >= 1 and crop <= resize; got "
-                f"{train_subset}, {prefetch}, {crop} > {resize}"
+                f"need train_subset >= 0, eval_subset >= 0, prefetch >= 1 and crop <= resize; "
+                f"got {train_subset}, {eval_subset}, {prefetch}, {crop} > {resize}"
             )
         self.name = name
         self.data_dir = data_lib.tfds_data_dir(data_dir)
@@ -187,6 +189,8 @@ class ImageNetSource:
         if train_subset:
             self.num_train = min(self.num_train, train_subset)
         self.num_test = len(self._eval)
+        if eval_subset:
+            self.num_test = min(self.num_test, eval_subset)
         self.crop, self.resize = crop, resize
         self.image_shape = (crop, crop, 3)
         self.prefetch = prefetch

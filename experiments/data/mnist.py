@@ -663,7 +663,8 @@ class ArraySource:
     """An MNIST-like dataset held in memory, as :class:`experiments.train.Pipeline` reads it.
 
     Loads both splits with `load_split` (``train`` and ``test``), keeping the first
-    ``train_subset`` training images when it is > 0. The batch methods are
+    ``train_subset`` training images when it is > 0, and the first ``eval_subset``
+    images of the test and validation splits when it is > 0. The batch methods are
     `iterate_batches` and `iterate_eval` over these arrays; other sources (e.g.
     :class:`experiments.data.imagenet.ImageNetSource`) offer the same interface:
     ``num_train``, ``num_test``, ``image_shape``, ``top5``, ``train_batches`` and
@@ -674,8 +675,10 @@ class ArraySource:
 
     def __init__(
         self, name: str = "mnist", data_dir: str | os.PathLike | None = None, *,
-        train_subset: int = 0, validation_size: int = 0,
+        train_subset: int = 0, validation_size: int = 0, eval_subset: int = 0,
     ):  # fmt: skip
+        if eval_subset < 0:
+            raise ValueError(f"eval_subset must be >= 0 (0: all), got {eval_subset}")
         self.train_x, self.train_y = load_split(name, "train", data_dir)
         if train_subset:
             self.train_x = self.train_x[:train_subset]
@@ -690,6 +693,9 @@ class ArraySource:
         self.val_x, self.val_y = self.train_x[n:], self.train_y[n:]
         self.train_x, self.train_y = self.train_x[:n], self.train_y[:n]
         self.test_x, self.test_y = load_split(name, "test", data_dir)
+        if eval_subset:
+            self.val_x, self.val_y = self.val_x[:eval_subset], self.val_y[:eval_subset]
+            self.test_x, self.test_y = self.test_x[:eval_subset], self.test_y[:eval_subset]
         self.image_shape = tuple(self.train_x.shape[1:])
 
     @property

@@ -317,20 +317,26 @@ class TextSource:
     ``num_train = (len(train) - 1) // context`` windows, as many targets as the split
     holds. Evaluation (`iterate_eval`) scores every byte of the test or validation split
     once; ``num_test`` / ``num_validation`` count those targets. ``train_subset`` > 0
-    keeps the first ``train_subset`` bytes of the training split.
+    keeps the first ``train_subset`` bytes of the training split; ``eval_subset`` > 0
+    scores only the first ``eval_subset`` targets of the test and validation splits.
     """
 
     top5 = False
     image_shape = None  # not images: no MAC table in the summary
 
     def __init__(
-        self, context: int, data_dir: str | os.PathLike | None = None, *, train_subset: int = 0
+        self, context: int, data_dir: str | os.PathLike | None = None, *,
+        train_subset: int = 0, eval_subset: int = 0,
     ):  # fmt: skip
         _check_positive("context", context)
+        if eval_subset < 0:
+            raise ValueError(f"eval_subset must be >= 0 (0: all), got {eval_subset}")
         splits = load_splits(data_dir)
         self.context = context
         self.train = splits.train[:train_subset] if train_subset else splits.train
-        self.validation, self.test = splits.validation, splits.test
+        # N targets need the byte before the first of them: N + 1 bytes.
+        scored = slice(eval_subset + 1 if eval_subset else None)
+        self.validation, self.test = splits.validation[scored], splits.test[scored]
         _check_window(self.train, context + 1, "TextSource")
 
     @property

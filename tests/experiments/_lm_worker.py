@@ -14,7 +14,7 @@ import sys
 
 CONFIG = dict(
     model="gpt", dataset="kjv", context=16, embed=32, heads=2, layers=2, mlp_ratio=2,
-    batch_size=8, eval_batch_size=512, train_subset=20_000, weight_decay=0.0,
+    batch_size=8, eval_batch_size=512, train_subset=20_000, eval_subset=2_048, weight_decay=0.0,
     sparsity={"blocks/attention/*/kernel": 0.7, "blocks/mlp/*/kernel": 0.7},
     pretrain_steps=4, admm_iterations=3, admm_steps=2, retrain_steps=2,
     rho=0.05, sparsify="gradual", checkpoint_every=2, log_every=1, progress=False,

@@ -82,7 +82,9 @@ def _wallclock(r: dict[str, Any]) -> None:
 
 
 def _epoch(r: dict[str, Any]) -> None:
-    assert r.get("results") or r.get("configs"), "epoch: no results"
+    assert list(r["results"]) == ["lenet5"]  # --quick: one model
+    for model, rows in r["results"].items():
+        _check_all(list(rows.values()), ("ms_per_step", "epoch_seconds"), f"epoch {model}")
 
 
 def _admm_transform(r: dict[str, Any]) -> None:

@@ -82,6 +82,18 @@ def test_text_source_evaluation_scores_every_test_byte_once():
     assert shards == source.num_test
 
 
+def test_text_source_eval_subset_scores_the_first_targets_only():
+    full, first = text.TextSource(64), text.TextSource(64, eval_subset=1000)
+    assert (first.num_test, first.num_validation) == (1000, 1000)
+    scored = [(y, w) for _, y, w in first.eval_batches(8)]
+    assert sum(int(w.sum()) for _, w in scored) == 1000
+    targets = np.concatenate([y[w] for y, w in scored])
+    np.testing.assert_array_equal(targets, full.test[1:1001])  # in order, each once
+    assert sum(int(w.sum()) for _, _, w in first.validation_batches(8)) == 1000
+    with pytest.raises(ValueError, match="eval_subset must be >= 0"):
+        text.TextSource(64, eval_subset=-1)
+
+
 # --------------------------------------------------------------------------- configs
 
 
@@ -177,7 +189,8 @@ def test_pipeline_prunes_every_layer_to_its_own_budget(tmp_path, sparsify):
     if sparsify == "gradual":  # the ramp reaches the target at the last W-step
         assert history["admm"][-1]["ramp"] == pytest.approx(1.0)
     table = (tmp_path / "run" / "table.md").read_text()
-    assert "test bits per character" in table
+    # The tiny config scores the first eval_subset bytes of each split, and says so.
+    assert f"test bits per character (first {TINY['eval_subset']:,} examples)" in table
 
 
 def test_pipeline_2_of_4_along_each_kernels_inputs(tmp_path):

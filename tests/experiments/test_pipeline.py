@@ -89,8 +89,8 @@ def test_workdir_of_another_run_is_refused(short_run, mnist_dir):
 
 def _cli(workdir: Path, mnist_dir: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "experiments.mnist", *SHORT, "--workdir", str(workdir),
-            "--data-dir", mnist_dir, "--train-subset", "12800", "--checkpoint-every", "20",
-            *extra]  # fmt: skip
+            "--data-dir", mnist_dir, "--train-subset", "12800", "--eval-subset", "2000",
+            "--checkpoint-every", "20", *extra]  # fmt: skip
 
 
 @pytest.mark.slow

@@ -65,6 +65,13 @@ def test_validation_split_is_held_out_of_training(mnist_dir):
     np.testing.assert_array_equal(held.val_x, full.train_x[800:])
     with pytest.raises(ValueError, match="validation_size 1000 must be in"):
         data.ArraySource("mnist", mnist_dir, train_subset=1000, validation_size=1000)
+    # eval_subset: the first N of each evaluation split (a smaller split whole).
+    first = data.ArraySource(
+        "mnist", mnist_dir, train_subset=1000, validation_size=200, eval_subset=300
+    )
+    assert (first.num_test, first.num_validation, first.num_train) == (300, 200, 800)
+    np.testing.assert_array_equal(first.test_x, held.test_x[:300])
+    assert sum(int(w.sum()) for *_, w in first.eval_batches(128)) == 300
     with pytest.raises(ValueError, match="allocation must be"):
         train.Config(sparsity={"fc1/kernel": 0.5}, allocation="both").validate()
 
