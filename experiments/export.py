@@ -37,6 +37,7 @@ from admmjax.sparse_io import SUFFIX, load_sparse, save_sparse
 from experiments import evaluate
 from experiments.environment import environment
 from experiments.kernels import configure_cpu
+from experiments.train import shown_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +72,7 @@ def export_workdir(workdir: str, out: str | None = None) -> dict[str, Any]:
         "model": cfg.model,
         "dataset": cfg.dataset,
         "sparsity": cfg.sparsity,
-        "source": os.path.abspath(pruned_dir),
+        "source": shown_path(pruned_dir),  # no machine path inside a committed file
         "admmjax_version": admmjax.__version__,
     }
     sparse = save_sparse(out, params, metadata=metadata)
@@ -103,9 +104,9 @@ def export_workdir(workdir: str, out: str | None = None) -> dict[str, Any]:
     float32_bytes = 4 * n_params
     orbax_bytes, orbax_files, orbax_usage = directory_bytes(pruned_dir)
     return {
-        "workdir": os.path.abspath(workdir),
+        "workdir": shown_path(workdir),
         "model": cfg.model,
-        "file": os.path.abspath(out),
+        "file": shown_path(out),
         "params": n_params,
         "nonzero": sum(leaf["nonzero"] for leaf in leaves),
         "leaves": leaves,
