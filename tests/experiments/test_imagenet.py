@@ -193,7 +193,7 @@ def test_alexnet_through_every_stage_on_synthetic_imagenet(tmp_path, imagenet_di
     workdir = tmp_path / "run"
     summary = imagenet.main([
         "--config", WEIGHTS_CONFIG, "--workdir", str(workdir), "--data-dir", imagenet_dir,
-        "--devices", "2", "--batch-size", "8", "--eval-batch-size", "16", "--eval-subset", "16",
+        "--devices", "2", "--batch-size", "8", "--eval-batch-size", "8", "--eval-subset", "8",
         "--train-subset", "64",
         "--pretrain-steps", "2", "--admm-iterations", "2", "--admm-steps", "1",
         "--retrain-steps", "2", "--no-progress",
