@@ -9,7 +9,6 @@ Prints one JSON object: ``test_accuracy`` (fraction; a language model's
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -19,37 +18,7 @@ import admmjax
 from admmjax.checkpoint import load_pytree
 from experiments import train
 from experiments.kernels import configure_cpu
-
-
-def load_run(workdir: str, data_dir: str | None = None) -> train.Config:
-    """The ``Config`` a workdir was made with (from its ``config.json``); ValueError when
-    ``workdir`` is not a run's."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise ValueError(f"{workdir} has no config.json; is it an experiments.mnist workdir?")
-    with open(path) as f:
-        values = json.load(f)
-    known = {f.name for f in dataclasses.fields(train.Config)}
-    cfg = train.Config(**{k: v for k, v in values.items() if k in known})
-    if data_dir is not None:
-        cfg.data_dir = data_dir
-    return cfg
-
-
-def load_params(workdir: str, which: str = "pruned") -> tuple[train.Config, Any]:
-    """A finished run's config and its ``pruned`` (or ``dense``) params, without data.
-
-    The restore template is the model's abstract params, so no model weights are
-    initialised (cheap for AlexNet too).
-    """
-    from experiments import config
-
-    cfg = load_run(workdir)
-    params_dir = os.path.join(workdir, which)
-    if not os.path.isdir(params_dir):
-        raise ValueError(f"{params_dir} does not exist; has the run finished?")
-    like = config.abstract_params(cfg)  # the model as the run built it (the GPT's sizes)
-    return cfg, load_pytree(params_dir, like)
+from experiments.workdir import load_run
 
 
 def evaluate_workdir(

@@ -34,7 +34,7 @@ import numpy as np
 
 import admmjax
 from admmjax.sparse_io import SUFFIX, load_sparse, save_sparse
-from experiments import evaluate
+from experiments import workdir as workdir_lib
 from experiments.environment import environment
 from experiments.kernels import configure_cpu
 from experiments.train import shown_path
@@ -65,7 +65,7 @@ def directory_bytes(path: str | os.PathLike) -> tuple[int, int, int]:
 
 def export_workdir(workdir: str, out: str | None = None) -> dict[str, Any]:
     """Writes ``WORKDIR/pruned`` as a sparse file, checks the round trip, returns sizes."""
-    cfg, params = evaluate.load_params(workdir)
+    cfg, params = workdir_lib.load_params(workdir)
     pruned_dir = os.path.join(workdir, "pruned")
     out = out or os.path.join(workdir, "pruned" + SUFFIX)
     metadata = {

@@ -25,7 +25,7 @@ import sys
 import textwrap
 from typing import Any
 
-from experiments import config, mnist, train
+from experiments import command_line, config, train
 from experiments import models as models_lib
 from experiments.data import imagenet as imagenet_data
 from experiments.kernels import configure_cpu
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
             "command restarted continues from WORKDIR/checkpoints.",
             80,
         ),
-        epilog=mnist.epilog(
+        epilog=command_line.epilog(
             "  python -m experiments.imagenet \\\n"
             "      --config experiments/configs/paper/alexnet.py:weights \\\n"
             "      --workdir workdirs/alexnet_weights --pretrained bvlc_alexnet.npz"
@@ -82,7 +82,7 @@ def check_run(cfg: train.Config, workdir: str) -> None:
             f"dataset {cfg.dataset!r} is not ImageNet ({imagenet_data.NAME}); "
             "MNIST-like datasets run with python -m experiments.mnist"
         )
-    mnist.check_paths(workdir)
+    command_line.check_paths(workdir)
     if cfg.data_dir is not None and not os.path.isdir(os.path.expanduser(cfg.data_dir)):
         raise ValueError(f"data_dir {cfg.data_dir!r} is not a directory")
     if cfg.pretrained is not None:
@@ -103,8 +103,8 @@ def check_run(cfg: train.Config, workdir: str) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     defaults = {"model": MODEL, "dataset": imagenet_data.NAME}
-    return mnist.run_checked(build_parser(), argv, defaults, check_run)
+    return command_line.run_checked(build_parser(), argv, defaults, check_run)
 
 
 if __name__ == "__main__":
-    mnist.cli(main, build_parser, sys.argv[1:])
+    command_line.cli(main, build_parser, sys.argv[1:])

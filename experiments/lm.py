@@ -23,7 +23,7 @@ import sys
 import textwrap
 from typing import Any
 
-from experiments import config, mnist, train
+from experiments import command_line, config, train
 from experiments.data import text as text_data
 from experiments.kernels import configure_cpu
 from experiments.schema import ConfigError
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
             "restarted continues from WORKDIR/checkpoints.",
             80,
         ),
-        epilog=mnist.epilog(
+        epilog=command_line.epilog(
             f"  python -m experiments.lm --config {EXAMPLE}:admm_70 \\\n"
             "      --workdir experiments/results/gpt_kjv_admm_70"
         ),
@@ -74,7 +74,7 @@ def check_run(cfg: train.Config, workdir: str) -> None:
     training bytes filling a batch, the paths."""
     if cfg.model != MODEL:
         raise ConfigError(f"model {cfg.model!r}: experiments.lm trains {MODEL!r}")
-    mnist.check_paths(workdir)
+    command_line.check_paths(workdir)
     config.check_task(cfg)
     splits = text_data.load_splits(cfg.data_dir)  # size and SHA-256 checked
     used = cfg.train_subset or len(splits.train)
@@ -93,8 +93,8 @@ def check_run(cfg: train.Config, workdir: str) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     configure_cpu()  # before JAX starts its backend: XLA reads XLA_FLAGS then
     defaults = {"model": MODEL, "dataset": text_data.NAME}
-    return mnist.run_checked(build_parser(), argv, defaults, check_run)
+    return command_line.run_checked(build_parser(), argv, defaults, check_run)
 
 
 if __name__ == "__main__":
-    mnist.cli(main, build_parser, sys.argv[1:])
+    command_line.cli(main, build_parser, sys.argv[1:])

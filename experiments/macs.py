@@ -15,8 +15,8 @@ import sys
 from typing import Any
 
 import admmjax
-from experiments import evaluate
 from experiments import models as models_lib
+from experiments import workdir as workdir_lib
 from experiments.analysis.macs import MacReport, mac_report, planned_kept
 from experiments.configs import load as load_config_file
 from experiments.kernels import configure_cpu
@@ -24,7 +24,7 @@ from experiments.kernels import configure_cpu
 
 def workdir_report(workdir: str, which: str = "pruned") -> MacReport:
     """The MAC table of a run's ``pruned`` (or ``dense``) params checkpoint."""
-    cfg, params = evaluate.load_params(workdir, which)
+    cfg, params = workdir_lib.load_params(workdir, which)
     apply_fn = models_lib.abstract_functional(cfg.model)[2]
     return mac_report(apply_fn, params, models_lib.INPUT_SHAPES[cfg.model])
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import evaluate
+from experiments import workdir as workdir_lib
 from experiments.analysis.shrink import count, lenet5_forward, shapes, shrink_lenet5
 from experiments.data import mnist as data_lib
 from experiments.kernels import configure_cpu
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     try:
-        cfg, params = evaluate.load_params(args.workdir)
+        cfg, params = workdir_lib.load_params(args.workdir)
     except ValueError as err:
         parser.error(str(err))
     if cfg.model != "lenet5":

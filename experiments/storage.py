@@ -14,7 +14,8 @@ import os
 import sys
 from typing import Any
 
-from experiments import config, evaluate, train
+from experiments import config, train
+from experiments import workdir as workdir_lib
 from experiments.analysis.storage import markdown, storage
 from experiments.kernels import configure_cpu
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("workdir", help="a finished run (its pruned/ and config.json)")
     args = parser.parse_args(argv)
     try:
-        cfg, params = evaluate.load_params(args.workdir)
+        cfg, params = workdir_lib.load_params(args.workdir)
     except ValueError as err:
         parser.error(str(err))
     targets = train.sparsity_targets(params, cfg.sparsity, config.stacked_axes(cfg))

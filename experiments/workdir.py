@@ -17,6 +17,8 @@ A workdir holds exactly one run of one config:
   of a run; a second process on the same workdir gets a :class:`WorkdirError` at once.
   The OS releases the lock when the process ends, however it ends (``kill -9``
   included), so a stale lock file never blocks a restart.
+* A finished run is read back without data: :func:`load_run` (its ``Config``) and
+  :func:`load_params` (its ``pruned/`` or ``dense/`` params), as the analysis CLIs do.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import admmjax.checkpoint
-from admmjax.checkpoint import Checkpointer
+from admmjax.checkpoint import Checkpointer, load_pytree
+from experiments import config
 
 LOCK_NAME = ".lock"
 # What a run writes besides config.json and checkpoints/.
@@ -185,3 +188,33 @@ def load_dense_params(path: str, like: Any) -> Any:
     candidate = os.path.join(path, "dense")
     path = candidate if os.path.isdir(candidate) else path
     return admmjax.checkpoint.load_pytree(path, like)
+
+
+def load_run(workdir: str, data_dir: str | None = None) -> config.Config:
+    """The ``Config`` a workdir was made with (from its ``config.json``); ValueError when
+    ``workdir`` is not a run's. Fields the record lacks (older than them) keep their
+    defaults; ``data_dir``, when given, replaces the recorded one."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"{workdir} has no config.json; is it an experiments.mnist workdir?")
+    with open(path) as f:
+        values = json.load(f)
+    known = {f.name for f in dataclasses.fields(config.Config)}
+    cfg = config.Config(**{k: v for k, v in values.items() if k in known})
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    return cfg
+
+
+def load_params(workdir: str, which: str = "pruned") -> tuple[config.Config, Any]:
+    """A finished run's config and its ``pruned`` (or ``dense``) params, without data.
+
+    The restore template is the model's abstract params, so no model weights are
+    initialised (cheap for AlexNet too).
+    """
+    cfg = load_run(workdir)
+    params_dir = os.path.join(workdir, which)
+    if not os.path.isdir(params_dir):
+        raise ValueError(f"{params_dir} does not exist; has the run finished?")
+    like = config.abstract_params(cfg)  # the model as the run built it (the GPT's sizes)
+    return cfg, load_pytree(params_dir, like)

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import pytest
 
 from admmjax.checkpoint import Checkpointer
+from experiments import command_line, mnist, train
 from experiments import config as config_lib
-from experiments import mnist, train
 from experiments.data import mnist as data
 
 REPO = Path(__file__).resolve().parents[2]
@@ -215,10 +215,11 @@ def _foreign_workdir(tmp_path: Path) -> Path:
 
 def test_workdir_of_another_model_is_refused_before_loading_data(tmp_path, no_work):
     workdir = _foreign_workdir(tmp_path)
-    with pytest.raises(mnist.WorkdirError, match="model: saved 'lenet5' vs now 'lenet300_100'"):
+    refused = "model: saved 'lenet5' vs now 'lenet300_100'"
+    with pytest.raises(command_line.WorkdirError, match=refused):
         mnist.main([*BASE, "--workdir", str(workdir)])
     # The same options as the saved run pass this check (and would resume it).
-    mnist.check_workdir(train.Config(model="lenet5", sparsity={"fc1/kernel": 0.99}), workdir)
+    command_line.check_workdir(train.Config(model="lenet5", sparsity={"fc1/kernel": 0.99}), workdir)
 
 
 def test_workdir_of_another_model_through_the_command_line(tmp_path):

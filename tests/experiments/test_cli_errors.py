@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import pytest
 
 from admmjax.checkpoint import save_pytree
-from experiments import mnist, models, train
+from experiments import command_line, mnist, models, train
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = ["--model", "lenet300_100", "--sparsity", "0.9", "--no-progress"]
@@ -175,13 +175,13 @@ def test_params_of_the_model_pass_the_check(tmp_path):
     like = models.abstract_params("lenet300_100")
     save_pytree(tmp_path / "run" / "dense", jax.tree.map(lambda s: jnp.ones(s.shape), like))
     cfg = train.Config(sparsity={"fc1/kernel": 0.5}, pretrained=str(tmp_path / "run"))
-    mnist.check_params_source(cfg, "pretrained")
-    mnist.check_params_source(
+    command_line.check_params_source(cfg, "pretrained")
+    command_line.check_params_source(
         train.Config(sparsity={"fc1/kernel": 0.5}, teacher=str(tmp_path / "run" / "dense")),
         "teacher",
     )
     with pytest.raises(ValueError, match="not 'lenet5''s"):
-        mnist.check_params_source(
+        command_line.check_params_source(
             train.Config(model="lenet5", sparsity={"fc1/kernel": 0.5}, pretrained=cfg.pretrained),
             "pretrained",
         )

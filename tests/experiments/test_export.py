@@ -350,7 +350,8 @@ def test_export_cli_writes_checks_and_benchmarks(tiny_workdir, tmp_path, capsys)
 
 
 def test_export_cli_refuses_a_non_workdir(tmp_path, capsys):
-    from experiments import evaluate, export
+    from experiments import export
+    from experiments import workdir as workdir_lib
 
     with pytest.raises(SystemExit) as exc:
         export.main([str(tmp_path)])
@@ -358,4 +359,4 @@ def test_export_cli_refuses_a_non_workdir(tmp_path, capsys):
     assert "has no config.json" in capsys.readouterr().err
     # Imported, the function raises an exception, not SystemExit.
     with pytest.raises(ValueError, match=r"has no config\.json"):
-        evaluate.load_params(str(tmp_path))
+        workdir_lib.load_params(str(tmp_path))

@@ -111,7 +111,7 @@ def test_committed_gpt_re_evaluates_to_its_summary_bits_per_char():
 def test_single_run_commands_match_their_committed_workdirs():
     """Each shipped experiments.mnist command whose workdir is committed is the same run
     (the workdir's saved config, paths included, equals the spec's): rerunning it resumes."""
-    from experiments import mnist, train
+    from experiments import command_line, train
 
     checked = []
     for path in sorted((REPO / "experiments" / "configs").glob("*/*.py")):
@@ -120,6 +120,6 @@ def test_single_run_commands_match_their_committed_workdirs():
             workdir = words[words.index("--workdir") + 1]
             if words[2] == "experiments.mnist" and (REPO / workdir / "config.json").is_file():
                 cfg = train.Config(**configs.load(configs.command_spec(command)))
-                mnist.check_workdir(cfg, str(REPO / workdir))
+                command_line.check_workdir(cfg, str(REPO / workdir))
                 checked.append(workdir)
     assert len(checked) == 5, checked  # the two paper models and the three lenet5_targets

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import mnist, train
+from experiments import command_line, train
+from experiments.workdir import WorkdirError
 
 REPO = Path(__file__).resolve().parents[2]
 SPARSITY = {"fc1/kernel": 0.9}
@@ -56,8 +57,8 @@ def _snapshot(path: Path) -> dict[str, tuple[bytes, int]]:
 
 def test_finished_workdir_of_another_config_is_refused_without_checkpoints(tmp_path):
     workdir = _finished_workdir(tmp_path / "done", _config())
-    with pytest.raises(mnist.WorkdirError, match=r"finished run of a different run .*rho: saved"):
-        mnist.check_workdir(_config(rho=2e-3), str(workdir))
+    with pytest.raises(WorkdirError, match=r"finished run of a different run .*rho: saved"):
+        command_line.check_workdir(_config(rho=2e-3), str(workdir))
 
 
 def test_started_workdir_of_another_config_is_refused(tmp_path):
@@ -65,19 +66,19 @@ def test_started_workdir_of_another_config_is_refused(tmp_path):
     workdir = tmp_path / "started"
     workdir.mkdir()
     (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(_config())))
-    with pytest.raises(mnist.WorkdirError, match=r"started run of a different run .*seed: saved"):
-        mnist.check_workdir(_config(seed=3), str(workdir))
+    with pytest.raises(WorkdirError, match=r"started run of a different run .*seed: saved"):
+        command_line.check_workdir(_config(seed=3), str(workdir))
 
 
 def test_outputs_without_a_config_record_are_refused(tmp_path):
     workdir = tmp_path / "unknown"
     (workdir / "pruned").mkdir(parents=True)
     (workdir / "summary.json").write_text('{"pruned_accuracy": 0.9')  # cut short
-    with pytest.raises(mnist.WorkdirError, match=r"summary\.json cannot be read"):
-        mnist.check_workdir(_config(), str(workdir))
+    with pytest.raises(WorkdirError, match=r"summary\.json cannot be read"):
+        command_line.check_workdir(_config(), str(workdir))
     (workdir / "summary.json").unlink()
-    with pytest.raises(mnist.WorkdirError, match=r"holds outputs \(pruned\) but no config.json"):
-        mnist.check_workdir(_config(), str(workdir))
+    with pytest.raises(WorkdirError, match=r"holds outputs \(pruned\) but no config.json"):
+        command_line.check_workdir(_config(), str(workdir))
 
 
 def _lock_is_held(workdir: Path) -> bool:
