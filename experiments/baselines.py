@@ -20,7 +20,7 @@ only the way the sparsity is reached differs:
 The per-layer split is the same for every method: the kept fractions of the model's
 config (``experiments/configs/paper/*.py``) scaled by one factor so the pruned layers reach
 the requested compression exactly (a layer never keeps more than all its weights;
-:func:`scaled_sparsity`).
+:func:`experiments.config.scaled_sparsity`).
 
     python -m experiments.baselines --model lenet300_100 --compressions 10,20,40,60 --epochs 20
     python -m experiments.baselines --model lenet5 --compressions 25,50,100,200 --epochs 8
@@ -110,42 +110,6 @@ CLI_BUDGET = ("epochs", "admm_iterations", "rounds")
 
 
 # --------------------------------------------------------------------------- budgets
-
-
-def scaled_sparsity(params: Any, base: dict[str, float], compression: float) -> dict[str, float]:
-    """Per-pattern sparsity with the kept fractions of ``base`` scaled to ``compression``.
-
-    Kept fractions ``keep_i = min(1, a * (1 - base_i))`` with the one factor ``a`` (found
-    by bisection) that makes ``sum(keep_i * n_i) = sum(n_i) / compression`` over the
-    layers ``base`` names, so every method prunes the same layers in the same
-    proportions.
-    """
-    if not compression > 1:
-        raise ValueError(f"compression must be > 1, got {compression}")
-    sizes = {
-        pattern: sum(
-            leaf.size
-            for leaf in admmjax.targeted_leaves(
-                params, admmjax.sparsity_by_path(params, {pattern: s})
-            ).values()
-        )
-        for pattern, s in base.items()
-    }
-    total = sum(sizes.values())
-    goal = total / compression
-
-    def kept(a: float) -> float:
-        return sum(min(1.0, a * (1 - base[p])) * n for p, n in sizes.items())
-
-    lo, hi = 0.0, 1.0
-    while kept(hi) < goal:
-        hi *= 2
-        if hi > 1e12:
-            raise ValueError(f"compression {compression} cannot be reached")
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if kept(mid) < goal else (lo, mid)
-    return {p: 1.0 - min(1.0, hi * (1 - base[p])) for p in base}
 
 
 def _base_config(model: str) -> dict[str, Any]:
@@ -252,7 +216,7 @@ def run_admm(model: str, final: dict[str, float], b: Budget, workdir: str, like:
 def run_one(model: str, method: str, compression: float, b: Budget, workroot: str) -> dict:
     base_sparsity = _base_config(model)["sparsity"]
     pipe = train.Pipeline(_config(model, base_sparsity), workroot, log=lambda s: None)
-    final = scaled_sparsity(pipe.init_params, base_sparsity, compression)
+    final = config.scaled_sparsity(pipe.init_params, base_sparsity, compression)
     dense = workdir_lib.load_dense_params(DENSE[model], pipe.init_params)
     start = time.perf_counter()
     if method == "admm":

@@ -162,6 +162,42 @@ def parse_sparsity(text: str) -> dict[str, float]:
     return out
 
 
+def scaled_sparsity(params: Any, base: dict[str, float], compression: float) -> dict[str, float]:
+    """Per-pattern sparsity with the kept fractions of ``base`` scaled to ``compression``.
+
+    Kept fractions ``keep_i = min(1, a * (1 - base_i))`` with the one factor ``a`` (found
+    by bisection) that makes ``sum(keep_i * n_i) = sum(n_i) / compression`` over the
+    layers ``base`` names, so every method prunes the same layers in the same
+    proportions.
+    """
+    if not compression > 1:
+        raise ValueError(f"compression must be > 1, got {compression}")
+    sizes = {
+        pattern: sum(
+            leaf.size
+            for leaf in admmjax.targeted_leaves(
+                params, admmjax.sparsity_by_path(params, {pattern: s})
+            ).values()
+        )
+        for pattern, s in base.items()
+    }
+    total = sum(sizes.values())
+    goal = total / compression
+
+    def kept(a: float) -> float:
+        return sum(min(1.0, a * (1 - base[p])) * n for p, n in sizes.items())
+
+    lo, hi = 0.0, 1.0
+    while kept(hi) < goal:
+        hi *= 2
+        if hi > 1e12:
+            raise ValueError(f"compression {compression} cannot be reached")
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if kept(mid) < goal else (lo, mid)
+    return {p: 1.0 - min(1.0, hi * (1 - base[p])) for p in base}
+
+
 # --------------------------------------------------------------------------- the schema
 
 _REQUIRED_ON_CLI = "the config's; required without --config"

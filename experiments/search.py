@@ -3,7 +3,7 @@
 The paper fixes the proportions between layers and scales every ``l_i`` by one
 factor, looking for the smallest budget (the highest compression) that keeps the
 accuracy. Here the proportions are the kept fractions of ``base_sparsity``
-(:func:`experiments.baselines.scaled_sparsity` scales them to a compression ``c``),
+(:func:`experiments.config.scaled_sparsity` scales them to a compression ``c``),
 and ``c`` is binary-searched in log space between ``low`` (assumed to pass) and
 ``high``: a probe is a whole ADMM run at ``c``, and it passes when its pruned model's
 accuracy on the validation split (``validation_size`` training images held out from
@@ -35,7 +35,6 @@ import os
 from typing import Any
 
 from experiments import config, models, train
-from experiments.baselines import scaled_sparsity
 from experiments.configs import read as read_config_file
 from experiments.kernels import configure_cpu
 
@@ -71,7 +70,7 @@ def run(spec: dict[str, Any], workdir: str, log=print) -> dict[str, Any]:
     for _ in range(int(spec["probes"])):
         c = round(math.sqrt(lo * hi), 1)
         probe_dir = os.path.join(workdir, f"probe_{c:g}x")
-        sparsity = scaled_sparsity(shapes, dict(spec["base_sparsity"]), c)
+        sparsity = config.scaled_sparsity(shapes, dict(spec["base_sparsity"]), c)
         cfg = dataclasses.replace(base, sparsity=sparsity)
         if dense_dir is not None:
             cfg = dataclasses.replace(cfg, pretrained=dense_dir)

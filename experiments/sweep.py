@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from experiments import config, progressive, schema
+from experiments import config, schema, stages
 from experiments.configs import read as read_config_file
 from experiments.configs import split_spec
 from experiments.kernels import configure_cpu
@@ -71,7 +71,7 @@ def load_recipes(args: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         if name in recipes:
             raise ValueError(f"two recipes are named {name!r}; name them with NAME=PATH")
         spec = read_config_file(path)
-        configs = progressive.stage_configs(spec)
+        configs = stages.stage_configs(spec)
         if configs[-1].validation_size <= 0:
             raise ValueError(
                 f"recipe {name!r} ({path}) holds out no validation split "
@@ -108,8 +108,8 @@ def read_run(path: str) -> dict[str, Any] | None:
     if not finished(path):
         return None
     with open(os.path.join(path, "progressive.json")) as f:
-        stages = json.load(f)["stages"]
-    last = stages[-1]
+        rows = json.load(f)["stages"]
+    last = rows[-1]
     val = last.get("validation_accuracy") or {}
     return {
         "compression": last["compression"],
@@ -118,7 +118,7 @@ def read_run(path: str) -> dict[str, Any] | None:
         "validation": val.get("pruned"),
         "test_hard_prune": last["hard_prune_accuracy"],
         "test": last["pruned_accuracy"],
-        "seconds": sum(stage["seconds"] for stage in stages),
+        "seconds": sum(row["seconds"] for row in rows),
     }
 
 
@@ -242,8 +242,8 @@ def run(
     if jobs == 1:
         for name, seed in todo:
             log(f"sweep: {name} seed {seed}")
-            spec = progressive.with_seed(recipes[name][1], seed)
-            progressive.run(spec, run_dir(workdir, name, seed), log=log)
+            spec = stages.with_seed(recipes[name][1], seed)
+            stages.run(spec, run_dir(workdir, name, seed), log=log)
             report()
     else:
         _run_in_subprocesses(recipes, todo, workdir, jobs, log, on_done=report)

@@ -40,7 +40,7 @@ _RECIPE = re.compile(r"recipe:(?P<file>[\w/]+?)(?::(?P<variant>\w+))?(?:#(?P<par
 
 
 # A progressive stage's `teacher` that names the previous stage's pruned model, resolved
-# by experiments.progressive.run (the path does not exist until that stage has run).
+# by experiments.stages.run (the path does not exist until that stage has run).
 PREVIOUS_STAGE = "previous_stage"
 
 

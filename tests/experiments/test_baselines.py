@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 import admmjax
-from experiments import baselines
+from experiments import baselines, config
 from experiments.schema import ConfigError
 
 
 def test_scaled_sparsity_reaches_the_compression_with_the_base_proportions():
     params = {"a": np.zeros((100, 100)), "b": np.zeros((50, 20)), "c": np.zeros(10)}
     base = {"a": 0.9, "b": 0.5}  # kept 10% and 50%: b keeps 5x the fraction a keeps
-    out = baselines.scaled_sparsity(params, base, 50.0)
+    out = config.scaled_sparsity(params, base, 50.0)
     kept = {p: 1 - s for p, s in out.items()}
     assert kept["b"] / kept["a"] == pytest.approx(5.0)
     targets = admmjax.sparsity_by_path(params, out)
@@ -23,11 +23,11 @@ def test_scaled_sparsity_reaches_the_compression_with_the_base_proportions():
 
 def test_a_layer_never_keeps_more_than_all_its_weights():
     params = {"a": np.zeros((100, 100)), "b": np.zeros((10, 10))}
-    out = baselines.scaled_sparsity(params, {"a": 0.99, "b": 0.5}, 2.0)
+    out = config.scaled_sparsity(params, {"a": 0.99, "b": 0.5}, 2.0)
     assert out["b"] == 0.0  # capped at keeping everything; a takes the rest
     assert (1 - out["a"]) * 10_000 + 100 == pytest.approx(10_100 / 2)
     with pytest.raises(ValueError, match="compression must be > 1"):
-        baselines.scaled_sparsity(params, {"a": 0.5}, 1.0)
+        config.scaled_sparsity(params, {"a": 0.5}, 1.0)
 
 
 def test_budget_options_are_checked_by_their_schema(capsys):

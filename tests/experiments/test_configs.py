@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import configs, progressive
+from experiments import configs, stages
 
 REPO = Path(__file__).resolve().parents[2]
 OLD = json.loads((REPO / "tests" / "experiments" / "fixtures" / "old_configs.json").read_text())
@@ -113,7 +113,7 @@ def test_recipe_references_resolve_to_repo_relative_results_paths():
 
 def test_committed_starting_points_exist():
     """Every start a shipped config declares that the README quotes is in git."""
-    cfg = progressive.stage_configs(
+    cfg = stages.stage_configs(
         configs.read("experiments/configs/beyond/lenet5_progressive.py")
     )
     assert cfg[0].pretrained == "experiments/results/lenet5/pruned"

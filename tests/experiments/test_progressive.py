@@ -12,7 +12,8 @@ import pytest
 
 import admmjax
 from admmjax.checkpoint import load_pytree
-from experiments import models, progressive, train
+from experiments import models, stages, train
+from experiments.configs import PREVIOUS_STAGE
 from experiments.configs import read as read_config_file
 
 QUICK = {
@@ -35,7 +36,7 @@ def _spec(mnist_dir: str) -> dict:
             {
                 "sparsity": {"fc1/kernel": 0.95, "fc2/kernel": 0.7},
                 "rho": 5e-3,
-                "teacher": progressive.PREVIOUS_STAGE,
+                "teacher": PREVIOUS_STAGE,
             },
         ],
     }
@@ -50,7 +51,7 @@ def _pruned(path) -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_two_stages_prune_further_and_carry_zeros(tmp_path, mnist_dir):
-    summaries = progressive.run(_spec(mnist_dir), str(tmp_path), log=lambda s: None)
+    summaries = stages.run(_spec(mnist_dir), str(tmp_path), log=lambda s: None)
     first, second = (_pruned(tmp_path / f"stage_{k}" / "pruned") for k in (1, 2))
     n1, n2 = first["fc1/kernel"].size, first["fc2/kernel"].size
     assert np.count_nonzero(first["fc1/kernel"]) == n1 - int(0.8 * n1)
@@ -83,25 +84,25 @@ def test_stages_that_prune_less_are_refused(mnist_dir):
     spec = _spec(mnist_dir)
     spec["stages"][1]["sparsity"]["fc2/kernel"] = 0.3
     with pytest.raises(ValueError, match=r"stage 2: sparsity of 'fc2/kernel' is 0.3"):
-        progressive.stage_configs(spec)
+        stages.stage_configs(spec)
     with pytest.raises(ValueError, match="unknown Config fields"):
-        progressive.stage_configs({"stages": [{"sparsity": {"fc1/kernel": 0.5}, "lr": 1}]})
+        stages.stage_configs({"stages": [{"sparsity": {"fc1/kernel": 0.5}, "lr": 1}]})
 
 
 def test_previous_stage_teacher_needs_an_earlier_stage(mnist_dir):
     spec = _spec(mnist_dir)
-    configs = progressive.stage_configs(spec)
-    assert configs[1].teacher == progressive.PREVIOUS_STAGE  # resolved by run()
-    spec["stages"][0]["teacher"] = progressive.PREVIOUS_STAGE
+    configs = stages.stage_configs(spec)
+    assert configs[1].teacher == PREVIOUS_STAGE  # resolved by run()
+    spec["stages"][0]["teacher"] = PREVIOUS_STAGE
     with pytest.raises(ValueError, match="stage 1: teacher 'previous_stage' needs an earlier"):
-        progressive.stage_configs(spec)
+        stages.stage_configs(spec)
 
 
 def test_a_stage_may_change_the_constraint_kind(mnist_dir):
     # Whole units first, then a weight count inside them: the kinds are not compared.
     spec = _spec(mnist_dir)
     spec["stages"][0]["sparsity"]["fc1/kernel"] = "filters:0.5"
-    configs = progressive.stage_configs(spec)
+    configs = stages.stage_configs(spec)
     assert configs[0].sparsity["fc1/kernel"] == "filters:0.5"
     assert configs[1].sparsity["fc1/kernel"] == spec["stages"][1]["sparsity"]["fc1/kernel"]
 
@@ -112,7 +113,7 @@ def test_shipped_progressive_configs_are_valid(name):
 
     path = Path(__file__).resolve().parents[2] / f"experiments/configs/beyond/{name}.py"
     assert "experiments.progressive" in path.read_text().splitlines()[0]
-    configs = progressive.stage_configs(read_config_file(str(path)))
+    configs = stages.stage_configs(read_config_file(str(path)))
     assert [c.carry_masks for c in configs] == [True, True]
     assert os.path.isdir(configs[0].pretrained)  # starts from a committed pruned model
 
@@ -127,11 +128,11 @@ def test_every_shipped_progressive_config_parses():
     specs = [command_spec(c) for c in lines if c.startswith("python -m experiments.progressive")]
     assert len(specs) >= 20
     for spec in specs:
-        assert progressive.stage_configs(read_config_file(spec)), spec
+        assert stages.stage_configs(read_config_file(spec)), spec
 
 
 def test_rerun_last_stage_keeps_the_base_and_changes_only_the_last_stage():
-    from experiments.progressive import rerun_last_stage
+    from experiments.configs import rerun_last_stage
 
     spec = {
         "base": {"model": "lenet300_100", "rho": 1e-3},
@@ -167,7 +168,7 @@ def test_concentration_configs_keep_the_counts_their_names_say(name, kept):
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[2] / "experiments/configs/beyond/lenet5_val_250x.py"
-    first, last = progressive.stage_configs(read_config_file(f"{path}:{name}"))
+    first, last = stages.stage_configs(read_config_file(f"{path}:{name}"))
     shapes = {
         "conv1/kernel": (5, 5, 1, 20),
         "conv2/kernel": (5, 5, 20, 50),

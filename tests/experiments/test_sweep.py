@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from experiments import progressive, sweep, train
+from experiments import stages, sweep, train
 
 QUICK = {
     "model": "lenet300_100",
@@ -118,12 +118,12 @@ def test_bad_input_is_refused_with_the_value(tmp_path, mnist_dir, capsys):
         sweep.main(["--config", ok, "--seeds", "1", "--workdir", str(tmp_path), "--jobs", "0"])
     assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
-        progressive.with_seed({"stages": [{}]}, -1)
+        stages.with_seed({"stages": [{}]}, -1)
 
 
 def test_with_seed_replaces_every_stage_seed():
     spec = {"base": {"seed": 0, "rho": 1.0}, "stages": [{"seed": 4}, {"rho": 2.0}]}
-    out = progressive.with_seed(spec, 7)
+    out = stages.with_seed(spec, 7)
     assert out["base"] == {"seed": 7, "rho": 1.0}
     assert out["stages"] == [{}, {"rho": 2.0}]
     assert spec["stages"][0] == {"seed": 4}  # the caller's spec is left as it was
