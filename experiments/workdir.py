@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import admmjax.checkpoint
-from admmjax.checkpoint import Checkpointer, load_pytree
+from admmjax.checkpoint import Checkpointer
 from experiments import config
 
 LOCK_NAME = ".lock"
@@ -217,4 +217,4 @@ def load_params(workdir: str, which: str = "pruned") -> tuple[config.Config, Any
     if not os.path.isdir(params_dir):
         raise ValueError(f"{params_dir} does not exist; has the run finished?")
     like = config.abstract_params(cfg)  # the model as the run built it (the GPT's sizes)
-    return cfg, load_pytree(params_dir, like)
+    return cfg, admmjax.checkpoint.load_pytree(params_dir, like)
