@@ -1,10 +1,12 @@
 """Cost of ``admmjax.admm`` on steps without a Z/U update, and of the per-slice projection.
 
-1. Per-step cost. For each LeNet (``experiments/configs/<model>.py``, batch 128, the
-   pipeline's ``loss_fn`` and real MNIST batches, ``make_train_step`` with params and
-   optimizer state donated, as ``run_stage`` runs it), two transforms side by side:
+1. Per-step cost. For each model (the LeNets of ``experiments/configs/paper/``, batch
+   128 of real MNIST; the byte-level GPT of ``experiments/configs/beyond/gpt_kjv.py``,
+   32 windows of 128 bytes of the KJV, its 24 attention and MLP kernels pruned), with
+   the pipeline's ``loss_fn`` and ``make_train_step`` with params and optimizer state
+   donated, as ``run_stage`` runs it, three transforms side by side:
 
-   * plain: the config's pretraining optimizer (``adam_with_l2``);
+   * plain: the config's pretraining optimizer (Adam, with L2 for the LeNets);
    * penalty: ``optax.chain(admmjax.penalty(cfg.rho), <the same optimizer>)`` with the
      ADMM state passed to the step (the functional W-step, as ``run_stage`` runs it):
      what the penalty's arithmetic and its extra read of ``Z - U`` cost by themselves;
@@ -50,6 +52,8 @@ import optax  # noqa: E402
 
 import admmjax  # noqa: E402
 from experiments.bench.common import (  # noqa: E402
+    CONFIGS,
+    LM_CONFIGS,
     add_model_options,
     chosen_models,
     default_data_dir,
@@ -64,7 +68,9 @@ from experiments.environment import environment  # noqa: E402
 
 TARGET = 1.05
 NEVER = 10**9  # every: no Z/U update inside the timed steps
-DEFAULT_STEPS = {"lenet300_100": 2000, "lenet5": 200}  # rounds of ~2 s: steady ratios
+MODELS = {**CONFIGS, **LM_CONFIGS}
+# Rounds of 1-5 s: steady ratios (the GPT's step is ~0.45 s on 2 CPU cores).
+DEFAULT_STEPS = {"lenet300_100": 2000, "lenet5": 200, "gpt_kjv": 10}
 STACKED_SHAPES = ((4, 256, 1024), (12, 768, 768))
 QUICK_SHAPES = ((4, 64, 64),)
 
@@ -168,12 +174,13 @@ def markdown(steps: list[dict[str, Any]], stacked: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parses the options, runs both parts, writes the JSON and prints the tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_model_options(parser, "of experiments/configs/")
+    add_model_options(parser, "to time", MODELS)
     parser.add_argument(
         "--steps",
         type=int,
         default=0,
-        help="steps per timed round (0: 2000 for LeNet-300-100, 200 for LeNet-5) [default: 0]",
+        help="steps per timed round (0: 2000 for LeNet-300-100, 200 for LeNet-5, 10 for the "
+        "GPT) [default: 0]",
     )
     parser.add_argument("--repeats", type=int, default=9, help="timed rounds [default: 9]")
     parser.add_argument(
@@ -189,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "experiments/results/bench/admm_transform_<platform>[_quick].json]",
     )
     args = parser.parse_args(argv)
-    models = chosen_models(parser, args.models)
+    models = chosen_models(parser, args.models, MODELS)
     if args.steps < 0 or args.repeats < 1:
         parser.error(f"--steps must be >= 0 and --repeats >= 1, got {args.steps}, {args.repeats}")
     shapes = STACKED_SHAPES

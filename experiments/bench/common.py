@@ -34,14 +34,21 @@ CONFIGS = {
     "lenet300_100": REPO / "experiments" / "configs" / "paper" / "lenet300_100.py",
     "lenet5": REPO / "experiments" / "configs" / "paper" / "lenet5.py",
 }
+#: Language-model configs a benchmark may add to :data:`CONFIGS` (they read the KJV
+#: text from its default directory, not ``--data-dir``).
+LM_CONFIGS = {
+    "gpt_kjv": REPO / "experiments" / "configs" / "beyond" / "gpt_kjv.py",
+}
 
 
-def add_model_options(parser: argparse.ArgumentParser, what: str) -> None:
-    """``--models`` (names of :data:`CONFIGS`) and ``--data-dir``, as the LeNet benches take."""
+def add_model_options(
+    parser: argparse.ArgumentParser, what: str, configs: dict[str, Path] = CONFIGS
+) -> None:
+    """``--models`` (names of ``configs``, all by default) and ``--data-dir``."""
     parser.add_argument(
         "--models",
-        default=",".join(CONFIGS),
-        help=f"comma-separated models {what} [default: {','.join(CONFIGS)}]",
+        default=",".join(configs),
+        help=f"comma-separated models {what} [default: {','.join(configs)}]",
     )
     parser.add_argument(
         "--data-dir",
@@ -50,12 +57,14 @@ def add_model_options(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def chosen_models(parser: argparse.ArgumentParser, models: str) -> list[str]:
-    """The ``--models`` list, each checked against :data:`CONFIGS` (a parser error if not)."""
+def chosen_models(
+    parser: argparse.ArgumentParser, models: str, configs: dict[str, Path] = CONFIGS
+) -> list[str]:
+    """The ``--models`` list, each checked against ``configs`` (a parser error if not)."""
     names = [m.strip() for m in models.split(",") if m.strip()]
     for m in names:
-        if m not in CONFIGS:
-            parser.error(f"unknown model {m!r}; choose from {', '.join(CONFIGS)}")
+        if m not in configs:
+            parser.error(f"unknown model {m!r}; choose from {', '.join(configs)}")
     return names
 
 
@@ -65,13 +74,19 @@ def default_data_dir() -> str:
 
 
 def make_pipeline(model: str, data_dir: str, **overrides: Any) -> train.Pipeline:
-    """The Pipeline of ``experiments/configs/paper/<model>.py`` with ``overrides`` applied.
+    """The Pipeline of ``model``'s config file, ``overrides`` applied.
 
-    Progress bars are off; the workdir is a temporary path that is never written
-    (only ``Pipeline.run`` writes into it).
+    ``model`` names a file of :data:`CONFIGS` or :data:`LM_CONFIGS`.
+    Image models read MNIST from ``data_dir``; language models their text from its
+    default directory. Progress bars are off; the workdir is a temporary path that is
+    never written (only ``Pipeline.run`` writes into it).
     """
-    values = load_config_file(str(CONFIGS[model]))
-    values.update(data_dir=data_dir, progress=False, **overrides)
+    if model in LM_CONFIGS:
+        values = load_config_file(str(LM_CONFIGS[model]))
+    else:
+        values = load_config_file(str(CONFIGS[model]))
+        values.update(data_dir=data_dir)
+    values.update(progress=False, **overrides)
     cfg = train.Config(**values)
     return train.Pipeline(cfg, tempfile.gettempdir(), log=lambda msg: None)
 
