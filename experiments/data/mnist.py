@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.data import check_eval_subset
 from experiments.data.sharding import check_shard
 
 __all__ = [
@@ -677,8 +678,7 @@ class ArraySource:
         self, name: str = "mnist", data_dir: str | os.PathLike | None = None, *,
         train_subset: int = 0, validation_size: int = 0, eval_subset: int = 0,
     ):  # fmt: skip
-        if eval_subset < 0:
-            raise ValueError(f"eval_subset must be >= 0 (0: all), got {eval_subset}")
+        check_eval_subset(eval_subset)
         self.train_x, self.train_y = load_split(name, "train", data_dir)
         if train_subset:
             self.train_x = self.train_x[:train_subset]

@@ -53,6 +53,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from experiments.data import check_eval_subset
 from experiments.data.sharding import shard_rows
 
 __all__ = [
@@ -329,8 +330,7 @@ class TextSource:
         train_subset: int = 0, eval_subset: int = 0,
     ):  # fmt: skip
         _check_positive("context", context)
-        if eval_subset < 0:
-            raise ValueError(f"eval_subset must be >= 0 (0: all), got {eval_subset}")
+        check_eval_subset(eval_subset)
         splits = load_splits(data_dir)
         self.context = context
         self.train = splits.train[:train_subset] if train_subset else splits.train

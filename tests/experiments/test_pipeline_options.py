@@ -72,6 +72,8 @@ def test_validation_split_is_held_out_of_training(mnist_dir):
     assert (first.num_test, first.num_validation, first.num_train) == (300, 200, 800)
     np.testing.assert_array_equal(first.test_x, held.test_x[:300])
     assert sum(int(w.sum()) for *_, w in first.eval_batches(128)) == 300
+    with pytest.raises(ValueError, match="eval_subset must be >= 0"):
+        data.ArraySource("mnist", mnist_dir, eval_subset=-1)
     with pytest.raises(ValueError, match="allocation must be"):
         train.Config(sparsity={"fc1/kernel": 0.5}, allocation="both").validate()
 
