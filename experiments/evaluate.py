@@ -18,17 +18,16 @@ import admmjax
 from admmjax.checkpoint import load_pytree
 from experiments import train
 from experiments.kernels import configure_cpu
-from experiments.workdir import load_run
+from experiments.workdir import load_run, params_path
 
 
 def evaluate_workdir(
     workdir: str, data_dir: str | None = None, which: str = "pruned"
 ) -> dict[str, Any]:
     cfg = load_run(workdir, data_dir)
+    params_dir = params_path(workdir, which)  # refused before any data is read
     pipe = train.Pipeline(cfg, workdir, log=lambda _: None)
-    params_dir = os.path.join(workdir, which)
-    if not os.path.isdir(params_dir):
-        raise ValueError(f"{params_dir} does not exist; has the run finished?")
+    # The pipeline's own params as the template: restored with its placement on the mesh.
     params = load_pytree(params_dir, pipe.init_params)
     report = admmjax.sparsity_report(params, pipe.targets)
     return {

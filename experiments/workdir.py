@@ -213,8 +213,17 @@ def load_params(workdir: str, which: str = "pruned") -> tuple[config.Config, Any
     initialised (cheap for AlexNet too).
     """
     cfg = load_run(workdir)
+    like = config.abstract_params(cfg)  # the model as the run built it (the GPT's sizes)
+    return cfg, admmjax.checkpoint.load_pytree(params_path(workdir, which), like)
+
+
+def params_path(workdir: str, which: str = "pruned") -> str:
+    """``WORKDIR/which`` (``pruned`` or ``dense``), which a finished run has written.
+
+    Raises:
+      ValueError: the folder does not exist (the run has not finished that stage).
+    """
     params_dir = os.path.join(workdir, which)
     if not os.path.isdir(params_dir):
         raise ValueError(f"{params_dir} does not exist; has the run finished?")
-    like = config.abstract_params(cfg)  # the model as the run built it (the GPT's sizes)
-    return cfg, admmjax.checkpoint.load_pytree(params_dir, like)
+    return params_dir

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,7 @@ from admmjax.sparse_io import SparseFormatError, load_sparse, read_sparse, save_
 from experiments import models
 from experiments.analysis import sparse_inference
 
+REPO = Path(__file__).resolve().parents[2]
 DTYPES = [
     np.float32, np.float16, ml_dtypes.bfloat16, np.float64, np.int32, np.int8, np.uint8, np.bool_,
 ]  # fmt: skip
@@ -360,3 +362,20 @@ def test_export_cli_refuses_a_non_workdir(tmp_path, capsys):
     # Imported, the function raises an exception, not SystemExit.
     with pytest.raises(ValueError, match=r"has no config\.json"):
         workdir_lib.load_params(str(tmp_path))
+
+
+def test_readers_refuse_a_run_without_the_params_asked_for(tmp_path, capsys):
+    """A run without ``pruned/``: both readers name the folder, evaluate before reading data."""
+    import shutil
+
+    from experiments import evaluate
+    from experiments import workdir as workdir_lib
+
+    shutil.copy(REPO / "experiments" / "results" / "lenet300_100" / "config.json", tmp_path)
+    missing = str(tmp_path / "pruned")
+    with pytest.raises(ValueError, match=f"{missing} does not exist; has the run finished"):
+        workdir_lib.load_params(str(tmp_path))
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main([str(tmp_path)])
+    assert exc.value.code == 2
+    assert f"{missing} does not exist" in capsys.readouterr().err
