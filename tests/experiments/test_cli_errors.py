@@ -136,7 +136,12 @@ CASES = {
 
 
 @pytest.mark.parametrize("make_argv, message", CASES.values(), ids=CASES.keys())
-def test_bad_value_is_refused_before_any_work(make_argv, message, tmp_path, capsys, no_work):
+def test_bad_value_is_refused_before_any_work(
+    make_argv, message, tmp_path, capsys, no_work, mnist_dir, monkeypatch
+):
+    # The CLI's default data dir is $TFDS_DATA_DIR: the prepared MNIST whose training
+    # size (60,000, read from its metadata) the size checks compare with.
+    monkeypatch.setenv("TFDS_DATA_DIR", mnist_dir)
     workdir = tmp_path / "run"
     argv = [*make_argv(tmp_path), "--workdir", str(workdir)]
     err = refused(argv, workdir, capsys)
