@@ -34,6 +34,7 @@ OUTPUTS = (
     "dense/ and pruned/ (orbax params), checkpoints/"
 )
 
+
 def epilog(example: str) -> str:
     """The ``--help`` epilog of a pruning CLI: where values come from, the outputs, and
     ``example`` (indented command lines)."""
@@ -47,9 +48,15 @@ def epilog(example: str) -> str:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> train.Config:
-    """The run's Config: train.Config's defaults < the config file < the options."""
+def config_from_args(
+    args: argparse.Namespace, defaults: dict[str, str] | None = None
+) -> train.Config:
+    """The run's Config: train.Config's defaults < ``defaults`` (option -> value, e.g.
+    another CLI's model) < the config file < the options."""
     values = configs.load(args.config) if args.config else {}
+    for name, value in (defaults or {}).items():
+        if getattr(args, name) is None and name not in values:
+            values[name] = value
     values.update(config.cli_values(args))
     if "model" not in values:
         raise ConfigError("give --model or --config")
@@ -63,16 +70,6 @@ def config_from_args(args: argparse.Namespace) -> train.Config:
     return cfg
 
 
-def config_with_defaults(args: argparse.Namespace, defaults: dict[str, str]) -> train.Config:
-    """:func:`config_from_args` with ``defaults`` (option -> value) for the options that
-    neither the config file nor the command line gives (e.g. another CLI's model)."""
-    values = configs.load(args.config) if args.config else {}
-    for name, value in defaults.items():
-        if getattr(args, name) is None and name not in values:
-            setattr(args, name, value)
-    return config_from_args(args)
-
-
 def run_checked(
     parser: argparse.ArgumentParser,
     argv: list[str] | None,
@@ -84,7 +81,7 @@ def run_checked(
     bad value is argparse's usage message (exit status 2) before any work."""
     args = parser.parse_args(argv)
     try:
-        cfg = config_with_defaults(args, defaults)
+        cfg = config_from_args(args, defaults)
         check_run(cfg, args.workdir)
         join_hosts(args)  # before any JAX computation
         cfg.validate()
@@ -118,9 +115,7 @@ def check_params_source(cfg: train.Config, name: str) -> None:
     if path is None or (os.path.isfile(path) and path.endswith((".npz", ".npy"))):
         return
     if not os.path.isdir(path):
-        raise ConfigError(
-            f"{name} {path!r} is not a directory (a workdir or a params checkpoint)"
-        )
+        raise ConfigError(f"{name} {path!r} is not a directory (a workdir or a params checkpoint)")
     import orbax.checkpoint as ocp
 
     candidate = os.path.join(path, "dense")

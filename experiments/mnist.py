@@ -43,7 +43,6 @@ from experiments.schema import ConfigError
 MODELS = ("lenet300_100", "lenet5")  # the models of 28x28x1 images (AlexNet: imagenet.py)
 
 
-
 # --------------------------------------------------------------------------- parsing
 
 
